@@ -1,0 +1,1 @@
+"""Metric and trace ingestion: Prometheus sources, PromQL, CSV loaders shared with training."""

@@ -1,0 +1,1 @@
+"""The embedded simulator: workloads, the LLM-serving cluster model, the gym environment."""
