@@ -33,6 +33,8 @@ class PolicyContext:
     interval_s: float = 15.0  # seconds between two decisions
     cold_start_s: float = 90.0  # measured time for a new replica to become ready
     replica_capacity_rps: float = 0.0  # requests/s one replica sustains at the SLO (0 = unknown)
+    ttft_slo_s: float = 0.5  # time to first token objective, seconds
+    tpot_slo_s: float = 0.05  # time per output token objective, seconds
 
 
 @dataclass(frozen=True)
