@@ -1,0 +1,94 @@
+"""`aiops simulate` and the oracle bound, end to end on small workloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aiops.cli import app
+from aiops.sim.profiles import load_profile
+from aiops.sim.runner import compare_policies
+from aiops.sim.workloads import synthetic
+
+PROFILE = load_profile()
+
+
+@pytest.mark.parametrize("name", ["flash-crowd", "step"])
+def test_oracle_is_never_costlier_at_equal_or_better_slo(name: str) -> None:
+    w = synthetic(name, seed=2, duration=2400.0)
+    specs = ["oracle", "hpa", "hpa:target=0.5", "keda", "keda:threshold=2", "static",
+             "static:replicas=2", "static:replicas=4", "static:replicas=8"]
+    results = {k: v.result for k, v in compare_policies(w, PROFILE, specs).outputs.items()}
+    oracle = results.pop("oracle")
+    assert oracle.unfinished == 0
+    compared = [s for s, r in results.items() if r.slo_attainment >= oracle.slo_attainment]
+    assert compared  # the bound is tested against at least one policy
+    for spec in compared:
+        assert oracle.gpu_hours <= results[spec].gpu_hours + 1e-9, spec
+
+
+def test_simulate_cli_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["simulate", "--workload", "synthetic:steady",
+                                   "--duration", "10m", "--policy", "hpa",
+                                   "--policy", "keda:threshold=5", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "keda:threshold=5" in res.output and "GPU-hours" in res.output
+    data = json.loads(out.read_text())
+    assert data["profile"] == "llama3-8b-a100"
+    assert set(data["results"]) == {"hpa", "keda:threshold=5"}
+    keys = {"gpu_hours", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p99_s",
+            "scale_ups", "scale_downs", "max_replicas", "requests"}
+    for r in data["results"].values():
+        assert keys <= set(r)
+        assert r["requests"] == data["workload"]["requests"]
+
+
+def test_same_seed_same_figures() -> None:
+    a = compare_policies(synthetic("flash-crowd", seed=5, duration=900.0), PROFILE, ["hpa"])
+    b = compare_policies(synthetic("flash-crowd", seed=5, duration=900.0), PROFILE, ["hpa"])
+    c = compare_policies(synthetic("flash-crowd", seed=6, duration=900.0), PROFILE, ["hpa"])
+    assert a.as_json() == b.as_json()
+    assert a.as_json()["results"] != c.as_json()["results"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workload", "synthetic:nope"], "unknown synthetic workload"),
+        (["--policy", "nope"], "unknown policy"),
+        (["--policy", "hpa:target=abc"], "not a number"),
+        (["--profile", "nope"], "unknown profile"),
+        (["--duration", "soon"], "not a duration"),
+        (["--workload", "/no/such/file.csv"], "file.csv"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--duration", "5m", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+def test_bad_trace_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "trace.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                   "2023-11-16 18:00:00.0,10,5\n2023-11-16 18:00:01.0,-3,5\n")
+    res = CliRunner().invoke(app, ["simulate", "--workload", str(bad)])
+    assert res.exit_code == 2
+    assert "trace.csv" in res.output and "line 3" in res.output
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from aiops.cli import app; "
+            "from typer.testing import CliRunner; CliRunner().invoke(app, ['--help']); "
+            "heavy = [m for m in ('torch', 'prophet', 'stable_baselines3', 'numba', 'pyod') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
