@@ -1,0 +1,147 @@
+"""``AutoscaleEnv``: the gymnasium environment the PPO agent trains in.
+
+One step is one decision interval (15 s by default) of a simulated deployment. The agent
+chooses a replica change and a batch size; the observation comes from ``aiops.features`` —
+the same builder the daemon uses live — and the reward is the negative of what an operator
+pays: GPU cost, SLO misses and churn, all in US dollars so the weights mean something:
+
+    reward = -(gpu_hours * price + slo_miss_usd * missed + churn_usd * |replica change|
+               + batch_change_usd * [batch changed]) / reward_scale
+
+Episodes are windows of ``episode_s`` seconds taken at random offsets of the workloads
+given, so one long trace yields many different episodes. Requests still unserved when the
+episode ends count as missed: otherwise starving the queue at the end would pay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+
+from aiops.features import HIGH, LOW, FeatureState, build_features
+from aiops.policy.base import PolicyContext
+from aiops.sim.cluster import ClusterSim, SloSpec
+from aiops.sim.profiles import Profile
+from aiops.sim.runner import initial_replicas, planning_context
+from aiops.sim.workloads import Workload
+
+DEFAULT_DELTAS: tuple[int, ...] = (-4, -2, -1, 0, 1, 2, 4)
+WorkloadSource = Sequence[Workload] | Callable[[np.random.Generator], Workload]
+
+
+class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
+    """Replicas and batch size of one simulated deployment."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it on the instance)
+
+    def __init__(
+        self,
+        workloads: WorkloadSource,
+        profile: Profile,
+        *,
+        episode_s: float = 3600.0,
+        interval_s: float = 15.0,
+        min_replicas: int = 1,
+        max_replicas: int = 32,
+        deltas: tuple[int, ...] = DEFAULT_DELTAS,
+        batch_sizes: tuple[int, ...] | None = None,
+        slo: SloSpec | None = None,
+        slo_miss_usd: float = 0.005,
+        churn_usd: float = 0.002,
+        batch_change_usd: float = 0.05,
+        reward_scale: float = 0.1,
+        dt: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not callable(workloads) and len(workloads) == 0:
+            raise ValueError("AutoscaleEnv needs at least one workload")
+        if 0 not in deltas:
+            raise ValueError("deltas must include 0 (hold)")
+        self.workloads = workloads
+        self.profile = profile
+        self.episode_s = episode_s
+        self.interval_s = interval_s
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+        self.deltas = tuple(deltas)
+        self.batch_sizes = tuple(batch_sizes or profile.batch_sizes)
+        self.slo = slo or SloSpec()
+        self.slo_miss_usd = slo_miss_usd
+        self.churn_usd = churn_usd
+        self.batch_change_usd = batch_change_usd
+        self.reward_scale = reward_scale
+        self.dt = dt
+        self.action_space = gym.spaces.MultiDiscrete([len(self.deltas), len(self.batch_sizes)])
+        self.observation_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+        self._sim: ClusterSim | None = None
+        self._context = PolicyContext()
+        self._fstate = FeatureState()
+        self._steps = 0
+        self._max_steps = 1
+
+    # ---------------------------------------------------------------- gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        source = self.workloads
+        w = source(rng) if callable(source) else source[int(rng.integers(len(source)))]
+        if w.duration > self.episode_s:
+            offset = float(rng.uniform(0.0, w.duration - self.episode_s))
+            w = w.window(offset, self.episode_s)
+        self._context = planning_context(
+            self.profile, w, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+            interval_s=self.interval_s, slo=self.slo,
+        )
+        start = initial_replicas(w, self._context)
+        batch = self.profile.default_batch_size
+        if batch not in self.batch_sizes:
+            batch = self.batch_sizes[len(self.batch_sizes) // 2]
+        self._sim = ClusterSim(self.profile, w, replicas=start, batch_size=batch, dt=self.dt,
+                               slo=self.slo)
+        self._steps = 0
+        self._max_steps = max(1, math.ceil(min(w.duration, self.episode_s) / self.interval_s))
+        self._fstate = FeatureState()
+        self._sim.step(self.interval_s)
+        obs, self._fstate = build_features(self._sim.snapshot(), self._context, None, self._fstate)
+        return obs, {}
+
+    def step(
+        self, action: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        sim = self._sim
+        if sim is None:
+            raise RuntimeError("call reset() before step()")
+        delta = self.deltas[int(action[0])]
+        batch = self.batch_sizes[int(action[1])]
+        before = sim.desired_replicas
+        target = min(max(before + delta, self.min_replicas), self.max_replicas)
+        sim.scale(target)
+        batch_changed = batch != sim.batch_size
+        if batch_changed:
+            sim.set_batch_size(batch)
+        gpu_before = sim.gpu_seconds
+        sim.step(self.interval_s)
+        self._steps += 1
+        admitted, missed = sim.window_slo()
+        truncated = self._steps >= self._max_steps
+        if truncated:
+            missed += sim.unserved()
+        gpu_hours = (sim.gpu_seconds - gpu_before) / 3600.0
+        cost = (
+            gpu_hours * self.profile.gpu_hour_usd
+            + self.slo_miss_usd * missed
+            + self.churn_usd * abs(target - before)
+            + (self.batch_change_usd if batch_changed else 0.0)
+        )
+        snap = sim.snapshot()
+        obs, self._fstate = build_features(snap, self._context, None, self._fstate)
+        info = {"gpu_hours": gpu_hours, "admitted": admitted, "missed": missed,
+                "replicas": target, "batch_size": sim.batch_size}
+        return obs, -cost / self.reward_scale, False, truncated, info
