@@ -1,0 +1,309 @@
+"""The daemon's configuration: a typed tree, loaded from YAML plus environment, checked at start.
+
+Why pydantic and why so strict: a typo in an autoscaler's config (``max_replica: 4``) that is
+silently ignored is an outage waiting to happen. Unknown keys are errors, every number has
+bounds, and an error names the field and the line of the YAML file it came from. Secrets are
+never in the file itself (token files or environment variables) and are masked when the
+config is logged at start.
+
+Environment overrides: ``AIOPS_<SECTION>__<FIELD>=value`` (double underscore between levels),
+e.g. ``AIOPS_PROMETHEUS__URL=http://prometheus:9090`` or ``AIOPS_DRY_RUN=false``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aiops.errors import InputError
+
+ENV_PREFIX = "AIOPS_"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SloConfig(_Model):
+    """Per-request objectives; defaults suit interactive chat and code completion."""
+
+    ttft_s: float = Field(0.5, gt=0, description="time to first token, seconds")
+    tpot_s: float = Field(0.05, gt=0, description="time per output token, seconds")
+
+
+class BatchSizeVia(_Model):
+    """How the batch size (vLLM ``--max-num-seqs``) is set in the pod template.
+
+    ``arg``: a container argument ``<arg>=N`` (or ``<arg> N``); ``env``: an environment
+    variable. Exactly one of them.
+    """
+
+    arg: str | None = "--max-num-seqs"
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BatchSizeVia:
+        if (self.arg is None) == (self.env is None):
+            raise ValueError("set exactly one of 'arg' or 'env'")
+        return self
+
+
+class TargetConfig(_Model):
+    """One Deployment that aiops sizes."""
+
+    name: str = Field(min_length=1, description="name used in metrics, events and logs")
+    namespace: str = Field("default", min_length=1)
+    deployment: str = Field(min_length=1)
+    container: str = Field("vllm", min_length=1)
+    profile: str = Field("llama3-8b-a100", description="simulator profile: cold start, capacity")
+    slo: SloConfig = SloConfig()
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(8, ge=1)
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    tune_batch_size: bool = Field(False, description="let aiops change --max-num-seqs")
+    batch_size_via: BatchSizeVia = BatchSizeVia()
+    policy: str = Field("predictive", description="hpa | keda | predictive | ppo[:path=DIR]")
+    queries: dict[str, str] = Field(default_factory=dict, description="PromQL overrides by name")
+    model_name: str | None = Field(None, description="value of vLLM's model_name label")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TargetConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
+            )
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError("batch_sizes must be a non-empty list of positive integers")
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.deployment}"
+
+
+class PrometheusConfig(_Model):
+    url: str = "http://localhost:9090"
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(2, ge=0, description="retries of a failed query within one tick")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    bearer_token_file: Path | None = None
+    bearer_token_env: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_password_env: str | None = None
+    verify_tls: bool = True
+    stale_after_s: float = Field(120.0, gt=0, description="a sample older than this is stale")
+
+
+class KubernetesConfig(_Model):
+    in_cluster: bool = True
+    kubeconfig: Path | None = None
+    context: str | None = None
+    request_timeout_s: float = Field(10.0, gt=0)
+
+
+class GrafanaConfig(_Model):
+    url: str | None = Field(None, description="unset: no Grafana annotations")
+    token_file: Path | None = None
+    token_env: str | None = "GRAFANA_TOKEN"
+    dashboard_uid: str | None = None
+    tags: tuple[str, ...] = ("aiops",)
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class LeaderElectionConfig(_Model):
+    """A coordination.k8s.io Lease: only the holder acts; the standby takes over on expiry."""
+
+    enabled: bool = True
+    lease_name: str = "aiops-leader"
+    namespace: str = "aiops"
+    lease_duration_s: float = Field(15.0, gt=0)
+    renew_deadline_s: float = Field(10.0, gt=0)
+    retry_period_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timing(self) -> LeaderElectionConfig:
+        if not self.retry_period_s < self.renew_deadline_s < self.lease_duration_s:
+            raise ValueError(
+                "need retry_period_s < renew_deadline_s < lease_duration_s "
+                f"(got {self.retry_period_s}, {self.renew_deadline_s}, {self.lease_duration_s})"
+            )
+        return self
+
+
+class GuardrailsConfig(_Model):
+    """Limits that every policy's recommendation passes, in this order (see guardrails.py)."""
+
+    max_step_up: int = Field(4, ge=1, description="replicas added per tick at most")
+    max_step_down: int = Field(1, ge=1, description="replicas removed per tick at most")
+    scale_down_stabilization_s: float = Field(300.0, ge=0)
+    cooldown_s: float = Field(60.0, ge=0, description="after a change, no change the other way")
+    batch_change_interval_s: float = Field(1800.0, ge=0)
+    min_ready_for_batch_change: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=1, description="failed reads before the fallback applies")
+    fallback: Literal["hold", "fixed"] = "hold"
+    fallback_replicas: int | None = Field(None, ge=0)
+    anomaly_freeze: bool = True
+    gpu_budget: int | None = Field(None, ge=1, description="GPUs across all targets at most")
+    rl_floor_margin: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fallback(self) -> GuardrailsConfig:
+        if self.fallback == "fixed" and self.fallback_replicas is None:
+            raise ValueError("fallback 'fixed' needs fallback_replicas")
+        return self
+
+
+class DetectConfig(_Model):
+    detector: str = "default"
+    threshold: float = Field(0.9, gt=0, le=1)
+
+
+class ForecastConfig(_Model):
+    model: str = "auto"
+    step_s: float = Field(60.0, gt=0, description="resolution of the load history")
+    history_s: float = Field(7 * 86400.0, gt=0, description="history read at (re)fit")
+    refit_interval_s: float = Field(3600.0, gt=0)
+
+
+class SimBackendConfig(_Model):
+    """The embedded simulated cluster, for ``backend: sim``."""
+
+    workload: str = "synthetic:diurnal-bursty"
+    rate_scale: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+class DaemonConfig(_Model):
+    interval_s: float = Field(15.0, gt=0, description="seconds between ticks")
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["json", "text"] = "json"
+
+
+class Config(_Model):
+    backend: Literal["kubernetes", "sim"] = "kubernetes"
+    dry_run: bool = True
+    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    prometheus: PrometheusConfig = PrometheusConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
+    detect: DetectConfig = DetectConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    sim: SimBackendConfig = SimBackendConfig()
+    daemon: DaemonConfig = DaemonConfig()
+
+    @field_validator("targets")
+    @classmethod
+    def _unique(cls, targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
+        seen: set[str] = set()
+        for t in targets:
+            if t.name in seen:
+                raise ValueError(f"target name {t.name!r} is used twice")
+            seen.add(t.name)
+        return targets
+
+    def masked(self) -> dict[str, Any]:
+        """The config as a dict, safe to log: secret-bearing values replaced by '***'."""
+        data = self.model_dump(mode="json")
+        for section, keys in (("prometheus", ("basic_auth_user",)),):
+            for key in keys:
+                if data[section].get(key):
+                    data[section][key] = "***"
+        return data
+
+
+# --------------------------------------------------------------------------- loading
+def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map every key path in the YAML document to its 1-based line number."""
+    index: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                index[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def parse_config(text: str, *, source: str = "<config>",
+                 environ: dict[str, str] | None = None) -> Config:
+    """Validate a YAML document (plus environment overrides) into a Config."""
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=source,
+                         line=line) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError("the config must be a mapping at the top level", path=source, line=1)
+    overrides = _env_overrides(dict(os.environ) if environ is None else environ)
+    try:
+        return Config.model_validate(_merge(raw, overrides))
+    except ValidationError as exc:
+        problems = []
+        first_line: int | None = None
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = None
+            for n in range(len(loc), -1, -1):
+                if loc[:n] in lines:
+                    line = lines[loc[:n]]
+                    break
+            if first_line is None:
+                first_line = line
+            where = f" (line {line})" if line else ""
+            problems.append(f"{field}{where}: {err['msg']}")
+        raise InputError("invalid config: " + "; ".join(problems), path=source,
+                         line=first_line) from None
+
+
+def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read config: {exc.strerror}", path=str(p)) from None
+    return parse_config(text, source=str(p), environ=environ)
