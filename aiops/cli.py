@@ -36,14 +36,7 @@ def fail_input(err: InputError) -> None:
 def _register_subcommands() -> None:
     from aiops.sim import cli as sim_cli
 
-    sim_cli.register(app)
-    for module in ("aiops.detect.cli", "aiops.forecast.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
+    for mod in (sim_cli,):
         mod.register(app)
 
 
