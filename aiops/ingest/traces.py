@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -219,7 +220,8 @@ def _read_table(p: Path, header: list[str], ts_col: int, num_cols: tuple[int, ..
     afterwards.
     """
     names = [f"c{i}" for i in range(len(header))]
-    dtypes = {names[ts_col]: "str"} | {names[c]: "float64" for c in num_cols}
+    dtypes: dict[Hashable, str] = {names[ts_col]: "str"}
+    dtypes.update({names[c]: "float64" for c in num_cols})
     try:
         frame = pd.read_csv(
             p,
