@@ -96,13 +96,33 @@ class PrometheusConfig(_Model):
     basic_auth_password_env: str | None = None
     verify_tls: bool = True
     stale_after_s: float = Field(120.0, gt=0, description="a sample older than this is stale")
+    rate_window_s: float = Field(60.0, gt=0, description="window of rate() and quantiles")
+
+    @model_validator(mode="after")
+    def _auth(self) -> PrometheusConfig:
+        if self.bearer_token_file is not None and self.bearer_token_env is not None:
+            raise ValueError("set bearer_token_file or bearer_token_env, not both")
+        bearer = self.bearer_token_file is not None or self.bearer_token_env is not None
+        if bearer and self.basic_auth_user is not None:
+            raise ValueError("set bearer token or basic auth, not both")
+        if self.basic_auth_password_env is not None and self.basic_auth_user is None:
+            raise ValueError("basic_auth_password_env needs basic_auth_user")
+        return self
 
 
 class KubernetesConfig(_Model):
+    """In-cluster service account (the default), or a kubeconfig file for running outside."""
+
     in_cluster: bool = True
     kubeconfig: Path | None = None
     context: str | None = None
     request_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _source(self) -> KubernetesConfig:
+        if self.in_cluster and (self.kubeconfig is not None or self.context is not None):
+            raise ValueError("kubeconfig/context are used only with in_cluster: false")
+        return self
 
 
 class GrafanaConfig(_Model):
@@ -209,12 +229,17 @@ class Config(_Model):
         return targets
 
     def masked(self) -> dict[str, Any]:
-        """The config as a dict, safe to log: secret-bearing values replaced by '***'."""
+        """The config as a dict, safe to log.
+
+        Secrets never live in the file (token files and environment variable names only),
+        but a URL may carry ``user:password@``: that part is replaced by ``***@``.
+        """
         data = self.model_dump(mode="json")
-        for section, keys in (("prometheus", ("basic_auth_user",)),):
-            for key in keys:
-                if data[section].get(key):
-                    data[section][key] = "***"
+        for section in ("prometheus", "grafana"):
+            url = data[section].get("url")
+            if isinstance(url, str) and "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+                scheme, _, rest = url.rpartition("//")
+                data[section]["url"] = f"{scheme}//***@{rest.split('@', 1)[1]}"
         return data
 
 
@@ -224,7 +249,8 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     index: dict[tuple[str | int, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        index[path] = node.start_mark.line + 1
+        # A key's own line wins over its value's (``guardrails:`` rather than its first field).
+        index.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = k.value
