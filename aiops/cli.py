@@ -34,9 +34,10 @@ def fail_input(err: InputError) -> None:
 
 
 def _register_subcommands() -> None:
+    from aiops import daemon_cli
     from aiops.sim import cli as sim_cli
 
-    for mod in (sim_cli,):
+    for mod in (sim_cli, daemon_cli):
         mod.register(app)
 
 

@@ -1,0 +1,125 @@
+"""The process around the controller: HTTP endpoints, leadership, the `aiops run` command."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from aiops.cli import app
+from aiops.clock import SimClock
+from aiops.config import parse_config
+from aiops.controller import Controller
+from aiops.daemon import Daemon, Health, serve_http
+from aiops.sim.backend import SimBackend
+from aiops.telemetry import Telemetry
+
+CONFIG = """
+backend: sim
+dry_run: false
+daemon: {interval_s: 15, http_port: 0}
+leader_election: {enabled: false}
+targets:
+  - {name: a, deployment: a, policy: hpa, max_replicas: 16}
+"""
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def make_daemon(leader: object = None) -> tuple[Daemon, SimClock, Telemetry]:
+    cfg = parse_config(CONFIG, environ={})
+    clock = SimClock(0.0)
+    backend = SimBackend(cfg, clock, duration=3600.0)
+    tel = Telemetry(CollectorRegistry())
+    ctl = Controller(cfg, backend, backend, clock, tel)
+    return Daemon(cfg, ctl, clock, tel, leader=leader), clock, tel  # type: ignore[arg-type]
+
+
+def test_http_endpoints_serve_metrics_health_and_readiness() -> None:
+    daemon, clock, tel = make_daemon()
+    server = serve_http("127.0.0.1", 0, tel, daemon.health)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert get(base + "/readyz")[0] == 503  # no tick yet
+        assert get(base + "/healthz")[0] == 200
+        clock.advance(15.0)
+        daemon.tick_job()
+        assert get(base + "/readyz")[0] == 200
+        code, body = get(base + "/metrics")
+        assert code == 200
+        assert 'aiops_ticks_total{outcome="ok",target="a"} 1.0' in body
+        assert "aiops_decided_replicas" in body
+        assert get(base + "/nope")[0] == 404
+    finally:
+        server.shutdown()
+
+
+def test_health_reports_a_stalled_loop() -> None:
+    now = [0.0]
+    h = Health(15.0, monotonic=lambda: now[0])
+    h.beat()
+    now[0] = 60.0
+    assert h.alive()
+    now[0] = 200.0  # no tick for 3 intervals and 30 s of grace
+    assert not h.alive()
+
+
+class FlakyLeader:
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.released = False
+
+    def try_acquire_or_renew(self) -> bool:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_only_the_leader_ticks_and_a_lease_error_means_standby() -> None:
+    leader = FlakyLeader([False, True, RuntimeError("API server down")])  # type: ignore[list-item]
+    daemon, clock, tel = make_daemon(leader)
+    daemon.lease_job()
+    clock.advance(15.0)
+    daemon.tick_job()
+    assert tel.registry.get_sample_value("aiops_ticks_total",
+                                         {"target": "a", "outcome": "standby"}) == 1
+    assert tel.registry.get_sample_value("aiops_leader") == 0
+    daemon.lease_job()
+    clock.advance(15.0)
+    daemon.tick_job()
+    assert tel.registry.get_sample_value("aiops_ticks_total",
+                                         {"target": "a", "outcome": "ok"}) == 1
+    assert tel.registry.get_sample_value("aiops_leader") == 1
+    daemon.lease_job()  # renewal raised: never act without the lease
+    assert not daemon.is_leader
+
+
+def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text(CONFIG)
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m",
+                                   "--log-format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "aiops on the simulated cluster" in res.output
+    assert "GPU-hours" in res.output
+
+
+def test_run_command_rejects_a_bad_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("targets: []\n")
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert "bad.yaml" in res.output
