@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a running aiops: the README's set-up command.
+#
+#   1. creates .venv at the repository root and installs aiops with its development extras
+#      (torch pinned to the CPU build 2.13.0 in pyproject.toml);
+#   2. installs the real Prometheus server the integration tests start (Debian's package),
+#      unless AIOPS_SKIP_PROMETHEUS=1;
+#   3. runs the main job: the daemon on the embedded simulated cluster for 90 simulated
+#      minutes, then `aiops simulate` with every baseline on the bundled workload.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+if [ "${AIOPS_SKIP_PROMETHEUS:-0}" != "1" ]; then
+  scripts/prometheus.sh install
+fi
+.venv/bin/aiops run --config examples/sim.yaml --duration 90m --log-format text 2>/dev/null
+.venv/bin/aiops simulate
