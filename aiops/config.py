@@ -168,7 +168,6 @@ class GuardrailsConfig(_Model):
     fallback_replicas: int | None = Field(None, ge=0)
     anomaly_freeze: bool = True
     gpu_budget: int | None = Field(None, ge=1, description="GPUs across all targets at most")
-    rl_floor_margin: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
     def _fallback(self) -> GuardrailsConfig:

@@ -228,9 +228,9 @@ class Controller:
             except Exception as exc:
                 self._count(rt, exc, f"policy {rt.policy_name}")
                 problem = f"policy {rt.policy_name} failed: {exc}"
-        floor = None
-        if rec is not None and "shield_floor" in rec.details:
-            floor = int(rec.details["shield_floor"])
+        floor = None  # the PPO shield's replica floor, enforced again as a named guardrail
+        if rec is not None and "floor_replicas" in rec.details:
+            floor = int(rec.details["floor_replicas"])
         gin = GuardInput(
             time=now, target=cfg.name, replicas=ts.replicas, ready_replicas=ts.ready_replicas,
             batch_size=batch, recommendation=rec, data_ok=rec is not None,
@@ -370,7 +370,12 @@ class Controller:
         for other in self.runtimes.values():
             if other is rt or other.last_state is None:
                 continue
-            used += other.last_state.replicas * other.profile.gpus_per_replica
+            # A target already decided this round counts at its new size, so two targets
+            # scaling up in one round cannot together overrun the budget.
+            replicas = other.last_state.replicas
+            if other.last_decision is not None:
+                replicas = max(replicas, other.last_decision.replicas)
+            used += replicas * other.profile.gpus_per_replica
         return max(0, budget - used)
 
     def _annotate(self, rt: TargetRuntime, decision: Decision) -> None:

@@ -46,10 +46,11 @@ Phase 1 — can the recommendation be trusted? (it is replaced before anything s
    something unexplained; removing capacity is the risky direction). A ``bad_telemetry``
    anomaly holds completely, like ``data_hold``: the detector says the numbers are lies.
    After the floor, so that a bad-telemetry hold also overrides a floor computed from lies.
+   Skipped on failed ticks, where the hold or the fallback has already decided.
 
 Phase 2 — hard bounds. Applied to the trusted recommendation *before* smoothing, so that a
 clamp names the constraint that actually binds (as the HPA reports ``TooManyReplicas``
-rather than ``ScaleUpLimit`` when both apply), and every later rule is confined to the
+rather than ``ScaleUpLimit`` when both apply), and every smoothing rule is confined to the
 interval they define, so the bounds still hold after everything else:
 
 5. ``min_replicas`` — always raises to the operator's floor; raising needs no data, so it
@@ -113,8 +114,9 @@ With ``cur`` the current replicas and ``new`` the decision:
   anomaly freeze; ``new >= min_replicas``, unless paused or the GPU budget stops the climb
   (then ``cur <= new``);
 * failed data or an active anomaly freeze → ``new >= cur``;
-* ``new - cur <= max_step_up`` unless ``new == min_replicas``; ``cur - new <=
-  max_step_down`` unless ``new == max_replicas``;
+* ``new - cur <= max_step_up`` unless ``min_replicas`` raised it (``new <= min_replicas``;
+  the GPU budget may stop it short); ``cur - new <= max_step_down`` unless
+  ``new == max_replicas``;
 * a scale-up never leaves ``new * gpus_per_replica`` above the available GPUs.
 
 State and dry-run
@@ -338,6 +340,9 @@ class GuardInput:
 
     Replicas are counts of pods, times Unix seconds. ``replicas`` is ``spec.replicas`` (what
     the Deployment asks for, the base of every step), ``ready_replicas`` what serves now.
+    A tick is *failed* when ``data_ok`` is False or there is no recommendation; the
+    controller sets ``data_ok`` False on a ``DataQualityError`` or ``TransientError`` while
+    reading metrics, even if a policy still produced something.
     """
 
     time: float

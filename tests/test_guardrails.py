@@ -318,6 +318,7 @@ REPORTS: tuple[AnomalyReport | None, ...] = (
     AnomalyReport(time=NOW, anomalies=(MetricAnomaly("ttft", 0.97, "health"),
                                        MetricAnomaly("kv", 0.2, "bad_telemetry"))))
 batch_values = st.sampled_from([16, 32, 64, 96, 128, 256])
+often = st.sampled_from([True, True, True, False])
 times_around_now = st.sampled_from([NOW - 1000.0, NOW - 400.0, NOW - 300.0, NOW - 200.0,
                                     NOW - 60.0, NOW - 59.5, NOW - 30.0, NOW - 1.0, NOW,
                                     NOW + 50.0])
@@ -355,18 +356,23 @@ def states(draw: st.DrawFn) -> GuardrailState:
 
 @st.composite
 def inputs(draw: st.DrawFn) -> GuardInput:
+    # Biased toward "every rule passes" (good data, not paused, tuning on, an allowed batch
+    # size), so that the rarer paths — a scale-down, a batch change — are common enough for
+    # a broken rule to show within a few hundred examples.
     lo = draw(st.integers(0, 10))
     hi = max(1, lo + draw(st.integers(0, 12)))
     sizes = tuple(draw(st.lists(batch_values, min_size=1, max_size=4, unique=True)))
     cur = draw(st.integers(0, 25))
-    rec = draw(st.none() | st.builds(Recommendation, st.integers(-2, 30),
-                                     st.none() | batch_values))
+    rec = None
+    if draw(often):
+        rec = Recommendation(draw(st.integers(-2, 30)),
+                             draw(st.none() | st.sampled_from(sizes) | batch_values))
     return GuardInput(
         time=NOW, target="t", replicas=cur, ready_replicas=draw(st.integers(0, cur + 2)),
-        batch_size=draw(batch_values), recommendation=rec, data_ok=draw(st.booleans()),
-        anomalies=draw(st.sampled_from(REPORTS)), paused=draw(st.booleans()),
+        batch_size=draw(batch_values), recommendation=rec, data_ok=draw(often),
+        anomalies=draw(st.sampled_from(REPORTS)), paused=not draw(often),
         min_replicas=lo, max_replicas=hi, batch_sizes=sizes,
-        tune_batch_size=draw(st.booleans()), rl_floor=draw(st.none() | st.integers(0, 25)),
+        tune_batch_size=draw(often), rl_floor=draw(st.none() | st.integers(0, 25)),
         gpus_per_replica=draw(st.integers(1, 4)),
         gpu_budget_available=draw(st.none() | st.integers(-4, 60)),
         dry_run=draw(st.booleans()))
@@ -405,7 +411,6 @@ def check_explained(d: Decision) -> None:
 # --------------------------------------------------------------------------- properties
 # One generated scenario is checked against every single-tick invariant (generation, not
 # the guardrails, is what costs time). Each check_* names its invariant and fails alone.
-Scenario = tuple[GuardInput, GuardrailsConfig, GuardrailState]
 
 
 def check_every_change_is_explained(inp: GuardInput, config: GuardrailsConfig,
@@ -464,12 +469,19 @@ def check_anomaly_never_scales_down(inp: GuardInput, config: GuardrailsConfig,
 
 def check_max_step(inp: GuardInput, config: GuardrailsConfig, state: GuardrailState) -> None:
     """|change| within the step limits unless a hard bound (min above, max below) moved."""
-    d, _ = apply_guardrails(inp, config, state)
-    new, cur = d.replicas, inp.replicas
-    if new - cur > config.max_step_up:
-        assert new == inp.min_replicas
-    if cur - new > config.max_step_down:
-        assert new == inp.max_replicas
+    # also with nothing else in the way (no window, cooldown, freeze, hold or pause), where
+    # the step limit is the only rule between a big recommendation and the decision
+    free = config.model_copy(update={"scale_down_stabilization_s": 0.0, "cooldown_s": 0.0,
+                                     "anomaly_freeze": False})
+    rec = inp.recommendation or Recommendation(0)
+    for i, c in ((inp, config), (dataclasses.replace(inp, data_ok=True, paused=False,
+                                                    recommendation=rec), free)):
+        d, _ = apply_guardrails(i, c, state)
+        new, cur = d.replicas, i.replicas
+        if new - cur > c.max_step_up:  # min_replicas raised it (the budget may stop short)
+            assert new <= i.min_replicas
+        if cur - new > c.max_step_down:
+            assert new == i.max_replicas
 
 
 def check_gpu_budget(inp: GuardInput, config: GuardrailsConfig, state: GuardrailState) -> None:
@@ -488,16 +500,44 @@ def check_gpu_budget(inp: GuardInput, config: GuardrailsConfig, state: Guardrail
 def check_batch_needs_every_rule(inp: GuardInput, config: GuardrailsConfig,
                                  state: GuardrailState) -> None:
     d, _ = apply_guardrails(inp, config, state)
-    if d.batch_size == inp.batch_size:
+    if d.batch_size != inp.batch_size:
+        rec = inp.recommendation
+        assert rec is not None and d.batch_size == rec.batch_size
+        assert inp.tune_batch_size and d.batch_size in inp.batch_sizes
+        assert inp.data_ok and not inp.paused
+        assert inp.anomalies is None or not inp.anomalies.active
+        assert min(inp.ready_replicas, d.replicas) >= config.min_ready_for_batch_change
+        last = state.last_batch_change_time
+        assert last is None or NOW - min(last, NOW) >= config.batch_change_interval_s
+    # From an input where every batch rule passes, breaking any one rule keeps the size.
+    want = next(b for b in (*inp.batch_sizes, 999) if b != inp.batch_size)
+    ok = dataclasses.replace(
+        inp, tune_batch_size=True, data_ok=True, paused=False, anomalies=None,
+        ready_replicas=99, batch_sizes=(*inp.batch_sizes, 999),
+        recommendation=Recommendation(inp.replicas, want))
+    fresh = dataclasses.replace(state, last_batch_change_time=None)
+    d, _ = apply_guardrails(ok, config, fresh)
+    if d.replicas < config.min_ready_for_batch_change:  # scaled below what a roll needs
+        assert d.rules == ("batch_min_ready",) or d.batch_size == ok.batch_size
         return
-    rec = inp.recommendation
-    assert rec is not None and d.batch_size == rec.batch_size
-    assert inp.tune_batch_size and d.batch_size in inp.batch_sizes
-    assert inp.data_ok and not inp.paused
-    assert inp.anomalies is None or not inp.anomalies.active
-    assert min(inp.ready_replicas, d.replicas) >= config.min_ready_for_batch_change
-    last = state.last_batch_change_time
-    assert last is None or NOW - min(last, NOW) >= config.batch_change_interval_s
+    assert d.batch_size == want, d.rules
+    broken = [
+        (dataclasses.replace(ok, tune_batch_size=False), fresh),
+        (dataclasses.replace(ok, batch_sizes=tuple(b for b in ok.batch_sizes if b != want)
+                             or (ok.batch_size,)), fresh),
+        (dataclasses.replace(ok, data_ok=False), fresh),
+        (dataclasses.replace(ok, anomalies=inp.anomalies or LOAD_ANOMALY), fresh),
+        (dataclasses.replace(ok, ready_replicas=config.min_ready_for_batch_change - 1), fresh),
+        (dataclasses.replace(ok, paused=True), fresh),
+    ]
+    if config.batch_change_interval_s > 0:
+        broken.append((ok, dataclasses.replace(
+            state, last_batch_change_time=NOW - config.batch_change_interval_s / 2)))
+    for i, s in broken:
+        if i.anomalies is not None and not i.anomalies.active:
+            continue  # an inactive report breaks nothing
+        d, _ = apply_guardrails(i, config, s)
+        assert d.batch_size == ok.batch_size, d.rules
 
 
 def check_dry_run_decides_as_enforce(inp: GuardInput, config: GuardrailsConfig,
