@@ -91,8 +91,13 @@ class TargetRuntime:
     monitor: AnomalyMonitor | None = None
     forecaster: LoadForecaster | None = None
     forecaster_fitted: bool = False
+    # Load history at the forecaster's resolution (forecast.step_s), completed steps only.
     rate_times: list[float] = field(default_factory=list)
     rate_values: list[float] = field(default_factory=list)
+    open_step: int = -1  # index of the step being accumulated
+    open_sum: float = 0.0
+    open_count: int = 0
+    history_loaded: bool = False
     pending_forecasts: list[tuple[float, float]] = field(default_factory=list)
     last_state: TargetState | None = None
     last_decision: Decision | None = None
@@ -311,20 +316,17 @@ class Controller:
         rate = snap.arrival_rate
         if not math.isfinite(rate):
             return None
-        rt.rate_times.append(snap.time)
-        rt.rate_values.append(rate)
-        keep = int(self.config.forecast.history_s / self.config.daemon.interval_s)
-        if len(rt.rate_times) > keep:
-            del rt.rate_times[:-keep]
-            del rt.rate_values[:-keep]
+        closed = self._accumulate(rt, snap.time, rate)
         self._score_past_forecast(rt, snap.time, rate)
         fc = rt.forecaster
         if fc is None or not rt.forecaster_fitted:
             return None
+        step = self.config.forecast.step_s
         try:
-            fc.update(np.array([snap.time]), np.array([rate]))
-            horizon = max(1, math.ceil((rt.context.cold_start_s + rt.context.interval_s)
-                                       / rt.context.interval_s))
+            if closed is not None:
+                fc.update(np.array([closed[0]]), np.array([closed[1]]))
+            horizon = max(2, math.ceil((rt.context.cold_start_s + rt.context.interval_s)
+                                       / step) + 1)
             forecast = fc.predict(horizon)
         except Exception as exc:
             self._count(rt, exc, "forecast")
@@ -339,6 +341,29 @@ class Controller:
                                      float(forecast.mean[k])))
         return forecast
 
+    def _accumulate(self, rt: TargetRuntime, t: float, rate: float) -> tuple[float, float] | None:
+        """Average tick rates into forecast steps; returns the step just completed, if any.
+
+        Forecasters work at ``forecast.step_s`` (a minute by default), not at the tick: a
+        week of 15-s ticks is 40,000 points, too many to refit on every hour.
+        """
+        step = self.config.forecast.step_s
+        idx = int(t // step)
+        closed = None
+        if rt.open_step >= 0 and idx != rt.open_step and rt.open_count:
+            closed = ((rt.open_step + 1) * step, rt.open_sum / rt.open_count)
+            rt.rate_times.append(closed[0])
+            rt.rate_values.append(closed[1])
+            keep = int(self.config.forecast.history_s / step)
+            if len(rt.rate_times) > keep:
+                del rt.rate_times[:-keep]
+                del rt.rate_values[:-keep]
+        if idx != rt.open_step:
+            rt.open_step, rt.open_sum, rt.open_count = idx, 0.0, 0
+        rt.open_sum += rate
+        rt.open_count += 1
+        return closed
+
     def _score_past_forecast(self, rt: TargetRuntime, now: float, rate: float) -> None:
         due = [p for p in rt.pending_forecasts if p[0] <= now]
         if not due:
@@ -349,13 +374,29 @@ class Controller:
         self.telemetry.forecast_error.labels(target=rt.cfg.name).set(err)
 
     def refit(self) -> None:
-        """(Re)fit every target's forecaster on its history; failures leave the old fit."""
+        """(Re)fit every target's forecaster on its history; failures leave the old fit.
+
+        The first refit after a start reads the history from the metric source (a week of
+        Prometheus data), so a restarted daemon forecasts at once instead of after a week.
+        """
+        step = self.config.forecast.step_s
         for rt in self.runtimes.values():
             if rt.forecaster is None:
                 continue
+            if not rt.history_loaded:
+                rt.history_loaded = True
+                now = self.clock.now()
+                try:
+                    t, v = self.source.load_history(rt.cfg, now - self.config.forecast.history_s,
+                                                    now, step)
+                    # Gaps stay NaN: the forecaster fills short ones and refuses long ones.
+                    if int(np.isfinite(v).sum()) > len(rt.rate_times):
+                        rt.rate_times = [float(x) for x in t]
+                        rt.rate_values = [float(x) for x in v]
+                except Exception as exc:
+                    self._count(rt, exc, "loading load history")
             try:
-                n = len(rt.rate_times)
-                if n < 8:
+                if len(rt.rate_times) < 8:
                     continue
                 rt.forecaster.fit(np.array(rt.rate_times), np.array(rt.rate_values))
                 rt.forecaster_fitted = True

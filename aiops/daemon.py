@@ -102,6 +102,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self._tick_lock = threading.Lock()
         self.is_leader = leader is None
+        # Without leader election this process is the only one, hence the leader.
+        telemetry.leader.set(1 if self.is_leader else 0)
 
     # ----------------------------------------------------------------- jobs
     def tick_job(self) -> None:
@@ -179,7 +181,9 @@ class Daemon:
         try:
             self.stop_event.wait(timeout=duration_s)
         finally:
-            sched.shutdown(wait=True)
+            # Do not wait for a refit that may take minutes: release the Lease now so the
+            # standby takes over at once instead of after the Lease expires.
+            sched.shutdown(wait=False)
             if self.leader is not None:
                 try:
                     self.leader.release()
