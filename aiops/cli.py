@@ -35,9 +35,13 @@ def fail_input(err: InputError) -> None:
 
 def _register_subcommands() -> None:
     from aiops import daemon_cli
+    from aiops.detect import cli as detect_cli
+    from aiops.forecast import cli as forecast_cli
+    from aiops.report import cli as report_cli
     from aiops.sim import cli as sim_cli
+    from aiops.train import cli as train_cli
 
-    for mod in (sim_cli, daemon_cli):
+    for mod in (daemon_cli, sim_cli, report_cli, train_cli, forecast_cli, detect_cli):
         mod.register(app)
 
 
