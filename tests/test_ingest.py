@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from aiops.clock import SimClock
-from aiops.config import PrometheusConfig, TargetConfig
+from aiops.config import PrometheusConfig, TargetConfig, parse_config
 from aiops.errors import DataQualityError, InputError, PermanentError, TransientError
 from aiops.ingest import prometheus as prom
 from aiops.ingest import queries as q
@@ -572,8 +572,11 @@ def test_unreadable_token_file_is_permanent(fake: FakePrometheus, tmp_path: Path
     {"basic_auth_password_env": "P"},
 ])
 def test_conflicting_auth_settings_are_rejected(cfg: dict[str, Any]) -> None:
-    with pytest.raises(InputError, match="prometheus"):
-        PrometheusSource(PrometheusConfig(**cfg), SimClock(AT))
+    # Caught when the config is loaded, with the section and line named.
+    lines = "".join(f"  {k}: {v}\n" for k, v in cfg.items())
+    with pytest.raises(InputError, match=r"prometheus \(line 2\)"):
+        parse_config(f"targets: [{{name: a, deployment: a}}]\nprometheus:\n{lines}",
+                     environ={})
 
 
 @pytest.mark.parametrize("verify", [True, False])
