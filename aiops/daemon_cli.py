@@ -22,7 +22,6 @@ def validate_config(
     from aiops.cli import fail_input
     from aiops.config import load_config
     from aiops.errors import InputError
-
     from aiops.ingest.queries import validate_overrides
 
     try:

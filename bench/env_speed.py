@@ -42,7 +42,7 @@ def main() -> None:
     profile = load_profile("llama3-8b-a100")
     w = steady(args.rate, 4 * 3600.0, 0)
     env = AutoscaleEnv([w], profile, episode_s=3600.0, max_replicas=32)
-    obs, _ = env.reset(seed=0)
+    env.reset(seed=0)
     rng = np.random.default_rng(0)
     hold = np.array([env.deltas.index(0), env.batch_sizes.index(profile.default_batch_size)])
     # Warm up the compiled kernel before timing.

@@ -209,7 +209,7 @@ def test_unusable_ppo_model_falls_back_to_predictive_with_the_reason(tmp_path: A
     (bad / "model.zip").write_bytes(b"not a zip")
     (bad / "meta.json").write_text("{}")
     cfg = make_config(target_yaml("a", policy=f"ppo:path={bad}"))
-    ctl, _, clock, tel = build(cfg)
+    ctl, _, clock, _tel = build(cfg)
     rt = ctl.runtimes["a"]
     assert rt.policy_name in {"predictive", "hpa"}
     assert rt.fallback_reason and "ppo" in rt.fallback_reason
@@ -236,7 +236,7 @@ def test_parity_daemon_tick_and_simulate_agree() -> None:
                   "cooldown_s: 0, anomaly_freeze: false}")
     cfg = make_config(target_yaml("a", max_replicas=64), guardrails=permissive)
     w = synthetic("flash-crowd", seed=4, duration=1800.0)
-    ctl, backend, clock, tel = build(cfg, workloads={"a": w})
+    ctl, backend, clock, _tel = build(cfg, workloads={"a": w})
     for _ in range(120):
         clock.advance(15.0)
         ctl.tick_all()

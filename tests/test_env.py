@@ -33,7 +33,7 @@ def test_episode_length_and_truncation(workload) -> None:  # type: ignore[no-unt
     steps = 0
     truncated = False
     while not truncated:
-        obs, reward, terminated, truncated, info = env.step(hold)
+        obs, reward, terminated, truncated, _info = env.step(hold)
         assert env.observation_space.contains(obs)
         assert np.isfinite(reward) and reward < 0  # every step costs something
         assert not terminated
