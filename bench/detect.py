@@ -1,0 +1,136 @@
+"""NAB benchmark for the streaming detectors: scores per profile and throughput, as JSON.
+
+    nice .venv/bin/python bench/detect.py --nab ../shared/data/nab \\
+        --scorer ../shared/tools/nab_score.py [--detectors knn,seasonal,...] [--out DIR]
+
+A detector can carry parameters, as ``aiops detect --param`` does: ``knn:short=10;lag=8``.
+
+For each detector this runs exactly what ``aiops detect --input-dir NAB/data --output-dir
+OUT/<detector> --detector NAME`` runs (the command function itself), then the NAB scorer
+given by ``--scorer`` (run as a program, not imported) on that folder, and reports the
+normalised standard / reward_low_FP_rate / reward_low_FN_rate scores with the threshold the
+scorer chose. Throughput is measured on one core (BLAS/OpenMP threads pinned to 1) in steady
+state, i.e. after warm-up, on the longest NAB file: ``batch`` scores a day of points per
+call (a replay), ``per_point`` one point per call (the daemon's tick). CPU time, not wall
+time, so other load on the machine inflates it less.
+
+Heavy: about a minute per detector on one free core (iforest and the row-wise ecod/copod take
+several); run it niced.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core, before numpy loads a BLAS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from aiops.detect.cli import detect  # noqa: E402
+from aiops.detect.detectors import DEFAULT_DETECTOR, DETECTORS, make_detector  # noqa: E402
+from aiops.detect.io import read_series  # noqa: E402
+
+DEFAULT_SET = "knn,seasonal,ensemble,hbos,lof,iforest"
+PUBLISHED = {  # the same 24 files, standard / low FP / low FN (tools/README.md)
+    "ARTime": (67.7, 59.0, 73.7), "Numenta HTM": (66.5, 60.1, 71.6),
+    "contextOSE": (61.6, 56.2, 65.6), "Random Cut Forest": (51.9, 40.1, 59.1),
+    "Twitter ADVec": (33.9, 23.9, 39.6), "windowed Gaussian": (24.3, 6.8, 32.2),
+}
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """``knn:short=10,lag=8`` -> ("knn", ["short=10", "lag=8"]) (``aiops detect --param``)."""
+    name, _, rest = spec.partition(":")
+    return name, [p for p in rest.split(";") if p] if rest else []
+
+
+def nab_scores(spec: str, data: Path, nab: Path, scorer: Path, out: Path) -> dict[str, Any]:
+    """Score every NAB file with detector ``spec`` via the CLI command, then run the scorer."""
+    name, params = split_spec(spec)
+    results = out / spec.replace(":", "_").replace(";", "_")
+    start = time.process_time()
+    detect(input=None, output=None, input_dir=data, output_dir=results, detector=name,
+           param=params)
+    cpu = time.process_time() - start
+    done = subprocess.run([sys.executable, str(scorer), "--nab", str(nab), "--results",
+                           str(results), "--detector", name],
+                          capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)[name]
+    row: dict[str, Any] = {p: round(report[p]["normalized"], 2) for p in PROFILES}
+    row["thresholds"] = {p: round(report[p]["threshold"], 4) for p in PROFILES}
+    row["cpu_s_incl_csv"] = round(cpu, 1)
+    return row
+
+
+def throughput(spec: str, t: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    """Points per CPU-second after warm-up: in batches of a day, and one point per call."""
+    from aiops.detect.cli import parse_params
+
+    name, params = split_spec(spec)
+    kwargs = parse_params(params)
+    warm = 2500  # past every warm-up and the first full training window
+    n_batch = min(len(x) - warm, 8000)
+    det = make_detector(name, **kwargs)
+    det.update(t[:warm], x[:warm])
+    start = time.process_time()
+    for a in range(warm, warm + n_batch, 288):
+        b = min(a + 288, warm + n_batch)
+        det.update(t[a:b], x[a:b])
+    batch = n_batch / (time.process_time() - start)
+    n_single = min(len(x) - warm, 1500)
+    det = make_detector(name, **kwargs)
+    det.update(t[:warm], x[:warm])
+    start = time.process_time()
+    for i in range(warm, warm + n_single):
+        det.update(t[i:i + 1], x[i:i + 1])
+    single = n_single / (time.process_time() - start)
+    return {"batch_points_per_s": round(batch), "per_point_points_per_s": round(single)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nab", type=Path, required=True, help="NAB root (data/, labels/)")
+    ap.add_argument("--scorer", type=Path, required=True, help="path of nab_score.py")
+    ap.add_argument("--detectors", default=DEFAULT_SET,
+                    help="comma-separated names or 'all'; NAME:key=value;key=value sets "
+                         f"parameters (known: {', '.join(DETECTORS)})")
+    ap.add_argument("--no-throughput-for", default="",
+                    help="comma-separated specs scored on NAB but not timed")
+    ap.add_argument("--out", type=Path, help="keep the scored files here (default: temp)")
+    ap.add_argument("--no-throughput", action="store_true")
+    a = ap.parse_args()
+    names = list(DETECTORS) if a.detectors == "all" else a.detectors.split(",")
+    if DEFAULT_DETECTOR not in names:
+        names.insert(0, DEFAULT_DETECTOR)
+    data = a.nab / "data"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = a.out or Path(tmp)
+        nab = {n: nab_scores(n, data, a.nab, a.scorer, out) for n in names}
+    speed: dict[str, dict[str, float]] = {}
+    if not a.no_throughput:
+        longest = max(data.rglob("*.csv"), key=lambda p: p.stat().st_size)
+        series = read_series(longest)
+        skip = set(a.no_throughput_for.split(","))
+        speed = {n: throughput(n, series.t, series.x) for n in names if n not in skip}
+    print(json.dumps({
+        "default": DEFAULT_DETECTOR,
+        "nab": nab,
+        "throughput_one_core": speed,
+        "throughput_series": str(longest.relative_to(data)) if speed else None,
+        "published_standard_lowFP_lowFN": PUBLISHED,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
