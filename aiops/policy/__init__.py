@@ -40,6 +40,13 @@ def _build_static(spec: PolicySpec, context: PolicyContext,
     return StaticPolicy.from_spec(spec, context, peak_replicas=extras.get("peak_replicas"))
 
 
+def _build_predictive(spec: PolicySpec, context: PolicyContext,
+                      extras: Mapping[str, Any]) -> Policy[Any]:
+    from aiops.policy.predictive import PredictivePolicy
+
+    return PredictivePolicy.from_spec(spec, context)
+
+
 def _build_oracle(spec: PolicySpec, context: PolicyContext,
                   extras: Mapping[str, Any]) -> Policy[Any]:
     from aiops.policy.oracle import OraclePolicy
@@ -51,11 +58,27 @@ def _build_oracle(spec: PolicySpec, context: PolicyContext,
                                   slo=extras.get("slo"))
 
 
+def _build_ppo(spec: PolicySpec, context: PolicyContext,
+               extras: Mapping[str, Any]) -> Policy[Any]:
+    """The shielded PPO agent from ``policies/default`` or ``ppo:path=DIR``.
+
+    Optional extras: ``ppo_default_dir`` (where ``ppo`` without ``path=`` looks) and
+    ``ppo_fallback`` (the policy the shield hands over to; default ``predictive``). The
+    forecast the shield's floor reads comes per decision in ``PolicyInput.forecast``.
+    Imported here, not at the top, so the registry does not pull in torch."""
+    from aiops.policy.ppo import PpoPolicy
+
+    return PpoPolicy.from_spec(spec, context, default_dir=extras.get("ppo_default_dir"),
+                               fallback=extras.get("ppo_fallback"))
+
+
 _BUILDERS: dict[str, PolicyBuilder] = {
     "hpa": _build_hpa,
     "keda": _build_keda,
     "static": _build_static,
     "oracle": _build_oracle,
+    "predictive": _build_predictive,
+    "ppo": _build_ppo,
 }
 
 

@@ -150,6 +150,51 @@ def peak_replicas(workload: Workload, context: PolicyContext, window_s: float = 
     return int(min(max(n, context.min_replicas), context.max_replicas))
 
 
+FORECAST_POLICIES = frozenset({"predictive", "ppo"})
+
+
+class OnlineForecast:
+    """Forecasts for a simulated run, made from the past of the same workload only.
+
+    The model is fitted once ``min_points`` decisions of history exist and refitted every
+    ``refit_s`` simulated seconds on everything seen so far; in between it is updated with
+    each new observation (cheap). A model that fails to fit leaves the run without forecasts
+    for that stretch — the predictive policy then acts as the HPA and says so.
+    """
+
+    def __init__(self, model: str, interval_s: float, cold_start_s: float, *,
+                 refit_s: float = 1800.0, min_points: int = 40) -> None:
+        self.model = model
+        self.interval_s = interval_s
+        self.horizon = max(2, math.ceil((cold_start_s + interval_s) / interval_s) + 1)
+        self.refit_s = refit_s
+        self.min_points = min_points
+        self._fc: Any = None
+        self._last_fit = -math.inf
+        self.failures: list[str] = []
+
+    def __call__(self, snap: Snapshot, past: FloatArray) -> Forecast | None:
+        from aiops.forecast.base import make_forecaster
+
+        n = len(past)
+        t = snap.time
+        times = t - self.interval_s * np.arange(n - 1, -1, -1, dtype=np.float64)
+        try:
+            if n >= self.min_points and (self._fc is None or t - self._last_fit >= self.refit_s):
+                self._fc = make_forecaster(self.model).fit(times, past)
+                self._last_fit = t
+            elif self._fc is not None:
+                self._fc.update(times[-1:], past[-1:])
+            if self._fc is None:
+                return None
+            fc: Forecast = self._fc.predict(self.horizon)
+            return fc
+        except Exception as exc:  # a failing model must not end the run
+            self.failures.append(f"t={t:.0f}s: {exc}")
+            self._fc = None
+            return None
+
+
 @dataclass(frozen=True)
 class Comparison:
     """``aiops simulate``'s answer: every policy on the same workload."""
@@ -178,8 +223,13 @@ def compare_policies(
     max_replicas: int = 64,
     slo: SloSpec | None = None,
     on_step: Callable[[str, float], None] | None = None,
+    forecast_model: str = "auto",
 ) -> Comparison:
-    """Run each policy spec on the same workload, profile and starting point."""
+    """Run each policy spec on the same workload, profile and starting point.
+
+    Policies that plan on a forecast (``predictive``, ``ppo``) get one from
+    ``forecast_model``, fitted online on the run's own past (no look-ahead).
+    """
     from aiops.policy import make_policy
     from aiops.policy.base import PolicySpec
 
@@ -198,6 +248,10 @@ def compare_policies(
                              workload=workload, profile=profile, slo=slo)
         # A hindsight plan brings its own starting fleet; every other policy starts alike.
         first = int(getattr(policy, "start_replicas", start))
+        forecast_fn = None
+        if spec.name in FORECAST_POLICIES:
+            forecast_fn = OnlineForecast(forecast_model, interval_s, profile.cold_start_s)
         outputs[spec.text] = run_policy(policy, workload, profile, context,
-                                        start_replicas=first, slo=slo, on_step=step_cb)
+                                        start_replicas=first, slo=slo, on_step=step_cb,
+                                        forecast_fn=forecast_fn)
     return Comparison(workload.summary(), profile.name, interval_s, outputs)
