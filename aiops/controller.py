@@ -23,11 +23,18 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
-from aiops.actuate.base import STATE_ANNOTATION, Actuator, TargetState
+from aiops.actuate.base import (
+    LAST_DECISION_ANNOTATION,
+    LAST_SCALE_TIME_ANNOTATION,
+    STATE_ANNOTATION,
+    Actuator,
+    TargetState,
+)
 from aiops.annotate.base import Annotator, safe_annotate
 from aiops.clock import Clock
 from aiops.config import Config, TargetConfig
@@ -274,9 +281,18 @@ class Controller:
             # An Event must never say a change was made when it was not.
             self._annotate(rt, decision)
         if not self.config.dry_run:
+            state = {STATE_ANNOTATION: json.dumps(
+                {"guardrails": json.loads(rt.guard_state.to_json())})}
+            if decision.changed and applied:
+                state[LAST_SCALE_TIME_ANNOTATION] = datetime.fromtimestamp(
+                    now, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                state[LAST_DECISION_ANNOTATION] = json.dumps({
+                    "replicas": [decision.previous_replicas, decision.replicas],
+                    "batch_size": [decision.previous_batch_size, decision.batch_size],
+                    "policy": rt.policy_name, "reason": decision.recommendation.reason[:300],
+                    "rules": list(decision.rules)})
             try:
-                self.actuator.save_state(cfg, {STATE_ANNOTATION: json.dumps(
-                    {"guardrails": json.loads(rt.guard_state.to_json())})})
+                self.actuator.save_state(cfg, state)
             except AiopsError as exc:
                 self._count(rt, exc, "saving state")
         return decision
@@ -337,6 +353,11 @@ class Controller:
             if q in forecast.quantiles:
                 self.telemetry.forecast.labels(target=rt.cfg.name, quantile=str(q)).set(
                     float(forecast.quantiles[q][k]))
+                # Every horizon too: an HPA or KEDA can scale on aiops' prediction (advisor).
+                for i, value in enumerate(forecast.quantiles[q]):
+                    self.telemetry.forecast_by_horizon.labels(
+                        target=rt.cfg.name, quantile=str(q),
+                        horizon_s=str(round((i + 1) * forecast.step))).set(float(value))
         rt.pending_forecasts.append((snap.time + (k + 1) * forecast.step,
                                      float(forecast.mean[k])))
         return forecast

@@ -181,9 +181,12 @@ class Daemon:
         try:
             self.stop_event.wait(timeout=duration_s)
         finally:
-            # Do not wait for a refit that may take minutes: release the Lease now so the
-            # standby takes over at once instead of after the Lease expires.
+            # Finish the tick in progress (never leave a half-applied decision), but do not
+            # wait for a refit that may take minutes: release the Lease now so the standby
+            # takes over at once instead of after the Lease expires.
             sched.shutdown(wait=False)
+            with self._tick_lock:
+                self.is_leader = False
             if self.leader is not None:
                 try:
                     self.leader.release()

@@ -32,6 +32,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "aiops_observed_load_rps",
     "aiops_forecast_load_rps",
     "aiops_forecast_abs_pct_error",
+    "aiops_forecast_horizon_load_rps",
     "aiops_policy_fallback",
     "aiops_leader",
     "aiops_paused",
@@ -86,6 +87,10 @@ class Telemetry:
         self.forecast = Gauge("aiops_forecast_load_rps",
                               "Forecast arrival rate one cold start ahead, requests/s",
                               ["target", "quantile"], registry=r)
+        self.forecast_by_horizon = Gauge(
+            "aiops_forecast_horizon_load_rps",
+            "Forecast arrival rate per horizon (seconds ahead) and quantile, requests/s",
+            ["target", "quantile", "horizon_s"], registry=r)
         self.forecast_error = Gauge(
             "aiops_forecast_abs_pct_error",
             "Absolute error of the forecast made one cold start ago, relative to the load",

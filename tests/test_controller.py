@@ -262,3 +262,46 @@ def test_permanent_error_reading_target_is_counted_not_raised() -> None:
     out = run_ticks(ctl, clock, 3)
     assert all(d["a"] is None for d in out)
     assert metric(tel, "aiops_errors_total", target="a", kind="permanent") == 3
+
+
+class OutageSource:
+    """Prometheus that answers, then stops for a while, then comes back."""
+
+    def __init__(self, inner: SimBackend, down: range) -> None:
+        self.inner, self.down, self.calls = inner, down, 0
+
+    def snapshot(self, target: TargetConfig, at: float) -> Snapshot:
+        self.calls += 1
+        snap = self.inner.snapshot(target, at)
+        if self.calls in self.down:
+            raise TransientError("connection refused")
+        return snap
+
+    def load_history(self, *args: Any) -> Any:
+        return self.inner.load_history(*args)
+
+
+def test_prometheus_outage_mid_run_holds_then_recovers() -> None:
+    cfg = make_config(target_yaml("a"), guardrails=FAST)
+    ctl, backend, clock, tel = build(cfg)
+    backend.sims["a"].scale(12)
+    ctl.source = OutageSource(backend, range(6, 40))
+    out = [d["a"] for d in run_ticks(ctl, clock, 70)]
+    assert all(d is not None for d in out)
+    before = out[4].replicas if out[4] else 12
+    during = [d for d in out[5:39] if d is not None]
+    assert all(d.replicas >= before for d in during)  # never down while blind
+    assert all(set(d.rules) & {"data_hold", "fallback"} for d in during)
+    after = [d for d in out[45:] if d is not None]
+    assert any(d.replicas < before for d in after)  # acting again once data is back
+    assert metric(tel, "aiops_errors_total", target="a", kind="transient") == 34
+
+
+def test_enforce_writes_last_scale_annotations() -> None:
+    cfg = make_config(target_yaml("a"), guardrails=FAST)
+    ctl, backend, clock, _ = build(cfg)
+    backend.sims["a"].scale(12)
+    run_ticks(ctl, clock, 30)
+    ann = backend.annotations["a"]
+    assert ann["aiops.io/last-scale-time"].endswith("Z")
+    assert "replicas" in ann["aiops.io/last-decision"]

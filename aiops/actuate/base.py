@@ -16,7 +16,8 @@ from aiops.types import Decision
 
 PAUSE_ANNOTATION = "aiops.io/paused"
 STATE_ANNOTATION = "aiops.io/state"  # JSON: policy and guardrail state that must survive restarts
-LAST_DECISION_ANNOTATION = "aiops.io/last-decision"  # JSON: the last Decision, for operators
+LAST_DECISION_ANNOTATION = "aiops.io/last-decision"  # JSON: the last change, for operators
+LAST_SCALE_TIME_ANNOTATION = "aiops.io/last-scale-time"  # RFC 3339 time of the last change
 
 
 @dataclass(frozen=True)

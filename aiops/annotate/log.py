@@ -17,23 +17,28 @@ class LogAnnotator:
     name = "log"
 
     def annotate(self, target: TargetConfig, decision: Decision) -> bool:
+        """One line per decision: INFO (WARNING for a fallback) when it is news, else DEBUG."""
         exp = explain(target, decision)
         if exp is None:
-            return True
-        level = logging.WARNING if exp.warning else logging.INFO
-        log.log(level, "%s: %s", exp.reason, exp.text, extra={"fields": {
-            "reason": exp.reason,
-            "action": exp.action,
+            level, event, text = logging.DEBUG, "AIOpsHold", (
+                f"held {target.key} at {decision.replicas} replicas")
+        else:
+            level = logging.WARNING if exp.warning else logging.INFO
+            event, text = exp.reason, exp.text
+        log.log(level, "%s: %s", event, text, extra={"fields": {
+            "event": event,
+            "decision_time": decision.time,
             "target": target.name,
             "namespace": target.namespace,
             "deployment": target.deployment,
-            "replicas_before": decision.previous_replicas,
-            "replicas": decision.replicas,
-            "recommended": decision.recommendation.replicas,
-            "batch_before": decision.previous_batch_size,
-            "batch": decision.batch_size,
+            "current_replicas": decision.previous_replicas,
+            "recommended_replicas": decision.recommendation.replicas,
+            "final_replicas": decision.replicas,
+            "batch_size": decision.batch_size,
+            "previous_batch_size": decision.previous_batch_size,
+            "policy": target.policy,
             "rules": list(decision.rules),
             "dry_run": decision.dry_run,
-            "decision_time": decision.time,
+            "applied": decision.changed and not decision.dry_run,
         }})
         return True
