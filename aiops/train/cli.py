@@ -1,0 +1,126 @@
+"""``aiops train``: train the PPO agent and write ``policies/NAME/{model.zip,meta.json}``.
+
+Imports nothing heavy at module level: ``aiops --help`` loads this module, and torch plus
+stable-baselines3 take seconds to import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# Literal copies of aiops.train.ppo's defaults, so `aiops --help` imports no numpy.
+DEFAULT_TRAIN = ["synthetic:diurnal-bursty", "synthetic:flash-crowd", "synthetic:step",
+                 "synthetic:steady", "synthetic:weekly"]
+DEFAULT_EVAL = ["synthetic:diurnal-bursty", "synthetic:flash-crowd@3", "synthetic:step@0.5"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="train")(train)
+
+
+def train(
+    timesteps: Annotated[int, typer.Option(help="Environment steps (15 s decisions) to train.")],
+    output: Annotated[Path, typer.Option(help="Directory for model.zip and meta.json, "
+                                               "e.g. policies/NAME.")],
+    workload: Annotated[list[str] | None, typer.Option(
+        help="Training workload: a request trace or rate-series CSV, or synthetic:NAME "
+             "(repeatable). Default: every synthetic generator.")] = None,
+    eval_workload: Annotated[list[str] | None, typer.Option(
+        help="Evaluation workload, SPEC or SPEC@RATE_SCALE (repeatable); never one of the "
+             "training files. Default: held-out synthetic realisations.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of everything random in training.")] = 0,
+    profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]
+    = "llama3-8b-a100",
+    rate_scale: Annotated[str, typer.Option(
+        help="Per-episode load multiplier range LOW:HIGH (log-uniform).")] = "0.1:4",
+    time_stretch: Annotated[str, typer.Option(
+        help="Per-episode time stretch range LOW:HIGH (log-uniform; level unchanged).")]
+    = "0.5:2",
+    n_envs: Annotated[int, typer.Option(help="Environments stepped together.")] = 8,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every this many steps.")] = 50_000,
+    net_arch: Annotated[str, typer.Option(help="Hidden layer widths, e.g. 64,64.")] = "64,64",
+    slo_miss_usd: Annotated[float, typer.Option(
+        help="Price of one request that misses its SLO, in the reward and the score.")]
+    = 0.005,
+    train_shield: Annotated[bool, typer.Option(
+        help="Apply the shield's batch-size rules during training.")] = True,
+    ent_coef: Annotated[float, typer.Option(
+        help="PPO entropy bonus: higher keeps exploring, lower lets the agent commit.")]
+    = 0.01,
+) -> None:
+    """Train a PPO autoscaling agent in the simulator; keep the best evaluated checkpoint."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from aiops.cli import fail_input
+    from aiops.errors import InputError
+    from aiops.train.mix import MixConfig
+    from aiops.train.ppo import PpoHyper, RewardConfig, TrainConfig, parse_range, train_ppo
+
+    console = Console(stderr=True)
+    try:
+        arch = tuple(int(x) for x in net_arch.split(",") if x.strip())
+    except ValueError:
+        fail_input(InputError(f"--net-arch {net_arch!r} is not a list of integers"))
+        return
+    try:
+        cfg = TrainConfig(
+            workloads=tuple(workload or DEFAULT_TRAIN),
+            eval_workloads=tuple(eval_workload or DEFAULT_EVAL),
+            timesteps=timesteps, output=output, seed=seed, profile=profile,
+            mix=MixConfig(rate_scale=parse_range(rate_scale, "--rate-scale"),
+                          time_stretch=parse_range(time_stretch, "--time-stretch")),
+            n_envs=n_envs, eval_every=eval_every, net_arch=arch,
+            reward=RewardConfig(slo_miss_usd=slo_miss_usd), train_shield=train_shield,
+            hyper=PpoHyper(ent_coef=ent_coef),
+        )
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[sps]} steps/s"),
+                      TextColumn("best ${task.fields[best]}"),
+                      TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=console) as bar:
+            task = bar.add_task("train", total=timesteps, sps="-", best="-")
+
+            def on_progress(n: int, fields: dict[str, Any]) -> None:
+                best = fields.get("best_usd")
+                bar.update(task, completed=min(n, timesteps),
+                           sps=f"{fields['steps_per_s']:.0f}",
+                           best="-" if best is None else f"{best:.2f}")
+
+            report = train_ppo(cfg, progress=on_progress, log=console.print)
+    except InputError as err:
+        fail_input(err)
+        return
+    _print_table(console, report.meta)
+    console.print(f"wrote {report.output}/model.zip and meta.json "
+                  f"({report.wall_s:.0f} s, {report.steps_per_s:.0f} steps/s)")
+    typer.echo(json.dumps({"output": str(report.output), "sha256": report.meta["sha256"],
+                           "timesteps": report.meta["training"]["timesteps"],
+                           "steps_per_s": round(report.steps_per_s, 1),
+                           "wall_s": round(report.wall_s, 1)}))
+
+
+def _print_table(console: Any, meta: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="evaluation (held-out workloads; best checkpoint)")
+    for col in ("workload", "policy", "GPU-hours", "SLO %", "score $"):
+        table.add_column(col, justify="left" if col in ("workload", "policy") else "right")
+    for spec, rows in meta["evaluation"]["table"].items():
+        for name, row in rows.items():
+            table.add_row(spec, name, f"{row['gpu_hours']:.2f}",
+                          f"{100 * row['slo_attainment']:.2f}", f"{row['score_usd']:.2f}")
+    console.print(table)
+    for note in meta["evaluation"]["notes"]:
+        console.print(f"note: {note}")

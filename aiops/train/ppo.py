@@ -1,0 +1,594 @@
+"""``aiops train``: a PPO agent for replicas and batch size, trained in the simulator.
+
+The pipeline: a :class:`~aiops.train.mix.WorkloadMix` feeds fresh episodes to ``n_envs``
+copies of :class:`~aiops.sim.env.AutoscaleEnv` (``DummyVecEnv``: on 2 cores the simulator
+step is cheap and sub-processes only add pickling; one torch thread, since a 64-unit MLP
+gains nothing from more). Every ``eval_every`` steps the current network — shielded, exactly
+as :class:`~aiops.policy.ppo.PpoPolicy` runs it — is scored on evaluation workloads kept
+apart from the training ones, next to ``hpa``, ``keda``, ``predictive`` and the oracle; the
+best checkpoint is the one written. The output directory gets ``model.zip`` and
+``meta.json`` (see :func:`write_meta`), which records the exact command that reproduces it.
+
+Training-time shield: the batch-size rules of the deployed shield (>= 2 ready replicas, one
+change per cooldown) are applied inside the environment too, so the agent learns the
+constraint instead of meeting it for the first time in production.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiops.errors import InputError
+from aiops.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, HIGH, LOW, N_FEATURES
+from aiops.policy.ppo import (
+    ARTIFACT_FORMAT,
+    ARTIFACT_FORMAT_VERSION,
+    DEFAULT_HEADROOM,
+    META_FILE,
+    MODEL_FILE,
+    PpoMeta,
+    PpoPolicy,
+    SbActor,
+    ShieldConfig,
+    build_fallback,
+    replica_target,
+    sha256_file,
+    stabilize_down,
+)
+from aiops.sim.cluster import SloSpec
+from aiops.sim.env import AutoscaleEnv
+from aiops.sim.profiles import DEFAULT_PROFILE, Profile, load_profile
+from aiops.sim.workloads import SYNTHETIC_PREFIX
+from aiops.train.evaluate import (
+    BASELINES,
+    EvalSetup,
+    EvalWorkload,
+    load_eval_workloads,
+    parse_eval_spec,
+    result_row,
+    run_on,
+)
+from aiops.train.mix import MixConfig, WorkloadMix
+
+LOG_RATE_INDEX = FEATURE_NAMES.index("log_arrival_rate")
+
+DEFAULT_TRAIN_WORKLOADS: tuple[str, ...] = (
+    "synthetic:diurnal-bursty", "synthetic:flash-crowd", "synthetic:step",
+    "synthetic:steady", "synthetic:weekly",
+)
+DEFAULT_EVAL_WORKLOADS: tuple[str, ...] = (
+    "synthetic:diurnal-bursty", "synthetic:flash-crowd@3", "synthetic:step@0.5",
+)
+
+
+@dataclass(frozen=True)
+class PpoHyper:
+    """PPO hyperparameters (sb3 names). Defaults were chosen on this simulator:
+
+    * ``n_steps`` 256 × 8 envs = 2,048 steps per update, ~8 episodes' worth of
+      decisions from different workloads, so one update never sees a single load shape;
+    * ``gamma`` 0.99 — a horizon of ~100 decisions (25 min), well beyond a 90 s cold start,
+      so paying for a replica now to avoid misses later is visible to the agent;
+    * ``n_epochs`` 10 (sb3's default): an update costs ~10 % of collecting its data here,
+      so squeezing each rollout is cheaper than simulating more;
+    * ``ent_coef`` 0.01 keeps exploring batch sizes, which the reward rarely favours early.
+    """
+
+    n_steps: int = 256
+    batch_size: int = 256
+    n_epochs: int = 10
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Prices of the environment's reward (US dollars; see :mod:`aiops.sim.env`)."""
+
+    slo_miss_usd: float = 0.005
+    churn_usd: float = 0.002
+    batch_change_usd: float = 0.05
+    reward_scale: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One ``aiops train`` run. ``command`` rebuilds the run (see :meth:`to_command`)."""
+
+    workloads: tuple[str, ...]
+    eval_workloads: tuple[str, ...]
+    timesteps: int
+    output: Path
+    seed: int = 0
+    profile: str = DEFAULT_PROFILE
+    mix: MixConfig = field(default_factory=MixConfig)
+    n_envs: int = 8
+    env_max_replicas: tuple[int, ...] = (48, 64, 96, 128)
+    interval_s: float = 15.0
+    eval_every: int = 50_000
+    eval_max_replicas: int = 64
+    net_arch: tuple[int, ...] = (64, 64)
+    headroom: tuple[float, ...] = DEFAULT_HEADROOM
+    hyper: PpoHyper = field(default_factory=PpoHyper)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    baselines: tuple[str, ...] = BASELINES
+    train_shield: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 1:
+            raise InputError(f"--timesteps {self.timesteps} must be >= 1")
+        if self.n_envs < 1:
+            raise InputError(f"--n-envs {self.n_envs} must be >= 1")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed} must be >= 0")
+        if not self.eval_workloads:
+            raise InputError("give at least one --eval-workload")
+        if not 0.0 <= self.hyper.ent_coef <= 1.0:
+            raise InputError(f"--ent-coef {self.hyper.ent_coef} is outside [0, 1]")
+        if not self.net_arch or min(self.net_arch) < 1:
+            raise InputError(f"--net-arch {self.net_arch} needs positive layer widths")
+        files = {w for w in self.workloads if not w.startswith(SYNTHETIC_PREFIX)}
+        for text in self.eval_workloads:
+            spec, _ = parse_eval_spec(text)
+            if spec in files:
+                raise InputError(f"evaluation workload {spec} is also a training workload; "
+                                 "evaluate on workloads kept apart from training")
+
+    def to_command(self) -> str:
+        """The ``aiops train`` command line that reproduces this run exactly."""
+        args = ["aiops", "train"]
+        for w in self.workloads:
+            args += ["--workload", w]
+        for w in self.eval_workloads:
+            args += ["--eval-workload", w]
+        args += ["--timesteps", str(self.timesteps), "--output", str(self.output),
+                 "--seed", str(self.seed), "--profile", self.profile,
+                 "--rate-scale", _range_text(self.mix.rate_scale),
+                 "--time-stretch", _range_text(self.mix.time_stretch),
+                 "--n-envs", str(self.n_envs),
+                 "--eval-every", str(self.eval_every),
+                 "--net-arch", ",".join(str(n) for n in self.net_arch),
+                 "--slo-miss-usd", f"{self.reward.slo_miss_usd:g}",
+                 "--ent-coef", f"{self.hyper.ent_coef:g}"]
+        if not self.train_shield:
+            args.append("--no-train-shield")
+        return shlex.join(args)
+
+
+def _range_text(r: tuple[float, float]) -> str:
+    return f"{r[0]:g}:{r[1]:g}"
+
+
+def parse_range(text: str, name: str) -> tuple[float, float]:
+    """``LO:HI`` or a single value ``K`` (= ``K:K``)."""
+    lo_text, sep, hi_text = text.partition(":")
+    try:
+        lo = float(lo_text)
+        hi = float(hi_text) if sep else lo
+    except ValueError:
+        raise InputError(f"{name} {text!r} is not LOW:HIGH (e.g. 0.1:4)") from None
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise InputError(f"{name} {text!r} needs 0 < LOW <= HIGH")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------------------
+# environments
+# --------------------------------------------------------------------------------------
+
+
+def _batch_shield_wrapper(env: AutoscaleEnv, shield: ShieldConfig) -> Any:
+    """Apply the deployed shield's batch-size rules inside the environment."""
+    import gymnasium as gym
+
+    class BatchShield(gym.Wrapper):
+        """Replaces a batch-size change the shield would block by "keep the batch"."""
+
+        def __init__(self, inner: AutoscaleEnv) -> None:
+            super().__init__(inner)
+            self.last_change = -math.inf
+
+        def reset(self, **kwargs: Any) -> Any:
+            self.last_change = -math.inf
+            return self.env.reset(**kwargs)
+
+        def step(self, action: npt.NDArray[np.int64]) -> Any:
+            sim = env._sim
+            if sim is not None:
+                wanted = env.batch_sizes[int(action[1])]
+                if wanted != sim.batch_size:
+                    blocked = (sim.ready_replicas < shield.min_ready_for_batch
+                               or sim.time - self.last_change < shield.batch_cooldown_s
+                               or sim.batch_size not in env.batch_sizes)
+                    if blocked and sim.batch_size in env.batch_sizes:
+                        action = np.array([action[0], env.batch_sizes.index(sim.batch_size)])
+                    elif not blocked:
+                        self.last_change = sim.time
+            return self.env.step(action)
+
+    return BatchShield(env)
+
+
+def _episode_scaled_reward(env: AutoscaleEnv, inner: Any) -> Any:
+    """Divide each episode's reward by the fleet its mean load needs (at least 1 replica).
+
+    Rate scaling makes one episode's costs 30x another's; unscaled, the heavy episodes
+    drown the gradient and the agent learns little about small fleets. A constant factor
+    per episode leaves the best policy of every episode unchanged."""
+    import gymnasium as gym
+
+    class EpisodeScaledReward(gym.Wrapper):
+        def __init__(self, wrapped: Any) -> None:
+            super().__init__(wrapped)
+            self.scale = 1.0
+
+        def reset(self, **kwargs: Any) -> Any:
+            out = self.env.reset(**kwargs)
+            sim, cap = env._sim, env._context.replica_capacity_rps
+            if sim is not None and cap > 0 and sim.workload.duration > 0:
+                rate = len(sim.workload) / sim.workload.duration
+                self.scale = 1.0 / max(1.0, rate / cap)
+            return out
+
+        def step(self, action: npt.NDArray[np.int64]) -> Any:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs, float(reward) * self.scale, terminated, truncated, info
+
+    return EpisodeScaledReward(inner)
+
+
+def _headroom_actions(env: AutoscaleEnv, inner: Any, headroom: Sequence[float]) -> Any:
+    """Expose headroom actions (see ``DEFAULT_HEADROOM``) over an environment built with
+    every additive delta from ``-max`` to ``+max``. The target is computed by
+    :func:`~aiops.policy.ppo.replica_target` from the arrival rate of the last interval
+    and the episode's planning capacity — the numbers the deployed policy uses."""
+    import gymnasium as gym
+
+    lo_delta = env.deltas[0]
+    hi_delta = env.deltas[-1]
+
+    class HeadroomActions(gym.Wrapper):
+        def __init__(self, wrapped: Any) -> None:
+            super().__init__(wrapped)
+            self.action_space = gym.spaces.MultiDiscrete([len(headroom), len(env.batch_sizes)])
+            self.rate = 0.0
+            self.recent: tuple[tuple[float, int], ...] = ()
+
+        def reset(self, **kwargs: Any) -> Any:
+            obs, info = self.env.reset(**kwargs)
+            self.rate = _rate_from_obs(obs)
+            self.recent = ()
+            return obs, info
+
+        def step(self, action: npt.NDArray[np.int64]) -> Any:
+            sim = env._sim
+            current = sim.desired_replicas if sim is not None else env.min_replicas
+            ctx = env._context
+            target = replica_target(current, headroom[int(action[0])], self.rate,
+                                    ctx.replica_capacity_rps)
+            target = min(max(target, env.min_replicas), env.max_replicas)
+            now = sim.time if sim is not None else 0.0
+            target, self.recent = stabilize_down(current, target, now, self.recent,
+                                                 ctx.cold_start_s)
+            delta = min(max(target - current, lo_delta), hi_delta)
+            obs, reward, terminated, truncated, info = self.env.step(
+                np.array([delta - lo_delta, int(action[1])]))
+            self.rate = _rate_from_obs(obs)
+            return obs, reward, terminated, truncated, info
+
+    return HeadroomActions(inner)
+
+
+def _rate_from_obs(obs: npt.NDArray[np.float32]) -> float:
+    """The arrival rate (req/s) the observation was built from (``log10(1 + rate)``)."""
+    return float(10.0 ** float(obs[LOG_RATE_INDEX]) - 1.0)
+
+
+def make_vec_env(cfg: TrainConfig, profile: Profile) -> Any:
+    """``n_envs`` monitored environments over one shared workload mix, each with its own
+    ``max_replicas`` (cycling through ``env_max_replicas``): ``replicas_frac_of_max`` then
+    means different fleets in different copies, so the agent cannot learn one bound by
+    heart and still works under the daemon's configured maximum."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    mix = WorkloadMix(cfg.workloads, cfg.mix)
+    shield = ShieldConfig()
+
+    def factory(i: int) -> Callable[[], Any]:
+        def make() -> Any:
+            max_r = cfg.env_max_replicas[i % len(cfg.env_max_replicas)]
+            env = AutoscaleEnv(
+                mix, profile, episode_s=cfg.mix.episode_s, interval_s=cfg.interval_s,
+                max_replicas=max_r, deltas=tuple(range(-max_r, max_r + 1)),
+                slo_miss_usd=cfg.reward.slo_miss_usd, churn_usd=cfg.reward.churn_usd,
+                batch_change_usd=cfg.reward.batch_change_usd,
+                reward_scale=cfg.reward.reward_scale,
+            )
+            wrapped = _batch_shield_wrapper(env, shield) if cfg.train_shield else env
+            wrapped = _headroom_actions(env, wrapped, cfg.headroom)
+            return Monitor(_episode_scaled_reward(env, wrapped))
+        return make
+
+    return DummyVecEnv([factory(i) for i in range(cfg.n_envs)])
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RangeTracker:
+    """Per-feature min/max and the heaviest arrival rate over every training observation:
+    what the shield's out-of-distribution check compares against."""
+
+    fmin: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.full(N_FEATURES, np.inf, dtype=np.float32))
+    fmax: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.full(N_FEATURES, -np.inf, dtype=np.float32))
+    steps: int = 0
+
+    def update(self, obs: npt.NDArray[np.float32]) -> None:
+        o = np.asarray(obs, dtype=np.float32).reshape(-1, N_FEATURES)
+        np.minimum(self.fmin, o.min(axis=0), out=self.fmin)
+        np.maximum(self.fmax, o.max(axis=0), out=self.fmax)
+        self.steps += len(o)
+
+    @property
+    def max_arrival_rate(self) -> float:
+        """From the ``log_arrival_rate`` feature (log10(1 + rate)), so it is what the agent
+        saw, clip included."""
+        top = float(self.fmax[LOG_RATE_INDEX])
+        return float(10.0 ** top - 1.0) if math.isfinite(top) else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        lo = np.where(np.isfinite(self.fmin), self.fmin, LOW)
+        hi = np.where(np.isfinite(self.fmax), self.fmax, HIGH)
+        return {"min": [round(float(x), 5) for x in lo],
+                "max": [round(float(x), 5) for x in hi],
+                "max_arrival_rate": round(self.max_arrival_rate, 3),
+                "observations": self.steps}
+
+
+@dataclass
+class TrainReport:
+    """What :func:`train_ppo` did; ``meta`` is what it wrote to ``meta.json``."""
+
+    output: Path
+    meta: dict[str, Any]
+    wall_s: float
+    steps_per_s: float
+
+
+ProgressFn = Callable[[int, dict[str, Any]], None]
+"""Called with (timesteps done, fields) as training goes: fields hold ``steps_per_s`` and,
+after evaluations, ``best_usd`` / ``last_usd``."""
+
+
+def inference_meta(headroom: Sequence[float], batch_sizes: Sequence[int],
+                   ranges: dict[str, Any], net_arch: Sequence[int]) -> PpoMeta:
+    """The PpoMeta a checkpoint would have if written now (for evaluating during training)."""
+    return PpoMeta(
+        headroom=tuple(headroom), batch_sizes=tuple(batch_sizes),
+        feature_min=np.asarray(ranges["min"], dtype=np.float32),
+        feature_max=np.asarray(ranges["max"], dtype=np.float32),
+        max_arrival_rate=float(ranges["max_arrival_rate"]),
+        net_arch=tuple(net_arch), source="training",
+    )
+
+
+def evaluate_model(policy: Any, meta: PpoMeta, evals: Sequence[EvalWorkload],
+                   setup: EvalSetup) -> dict[str, dict[str, float]]:
+    """The shielded agent on each evaluation workload: ``{spec: row}``."""
+    rows: dict[str, dict[str, float]] = {}
+    for ew in evals:
+        ctx = setup.context(ew.workload)
+        fallback, name = build_fallback(ctx)
+        agent = PpoPolicy(SbActor(policy), meta, fallback=fallback, fallback_name=name)
+        res = run_on(agent, ew, setup)
+        rows[ew.spec] = result_row(res, setup.profile, setup.slo_miss_usd)
+    return rows
+
+
+def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
+              log: Callable[[str], None] | None = None) -> TrainReport:
+    """Train, evaluate, keep the best checkpoint, write ``model.zip`` and ``meta.json``."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(1)
+    say = log or (lambda _msg: None)
+    profile = load_profile(cfg.profile)
+    evals = load_eval_workloads(cfg.eval_workloads)
+    setup = EvalSetup(profile, max_replicas=cfg.eval_max_replicas, interval_s=cfg.interval_s,
+                      slo=SloSpec(), slo_miss_usd=cfg.reward.slo_miss_usd)
+    venv = make_vec_env(cfg, profile)
+    first_env: AutoscaleEnv = venv.envs[0].unwrapped
+    headroom, batch_sizes = cfg.headroom, first_env.batch_sizes
+
+    say("evaluating baselines on " + ", ".join(ew.spec for ew in evals))
+    from aiops.train.evaluate import baseline_table
+    table, notes = baseline_table(evals, setup, cfg.baselines)
+    for note in notes:
+        say(note)
+
+    h = cfg.hyper
+    model = PPO(
+        "MlpPolicy", venv, n_steps=h.n_steps, batch_size=h.batch_size, n_epochs=h.n_epochs,
+        learning_rate=h.learning_rate, gamma=h.gamma, gae_lambda=h.gae_lambda,
+        clip_range=h.clip_range, ent_coef=h.ent_coef, vf_coef=h.vf_coef,
+        max_grad_norm=h.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
+        policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+                       "activation_fn": torch.nn.Tanh},
+    )
+    tracker = RangeTracker()
+    history: list[dict[str, Any]] = []
+    work = Path(tempfile.mkdtemp(prefix="aiops-train-"))
+    best: dict[str, Any] = {"score": math.inf}
+    clock = {"eval_s": 0.0, "start": time.perf_counter()}
+
+    def evaluate(step: int) -> float:
+        t0 = time.perf_counter()
+        ranges = tracker.snapshot()
+        meta = inference_meta(headroom, batch_sizes, ranges, cfg.net_arch)
+        rows = evaluate_model(model.policy, meta, evals, setup)
+        score = float(sum(r["score_usd"] for r in rows.values()))
+        history.append({"timesteps": step, "score_usd": round(score, 3),
+                        "slo_attainment": {k: r["slo_attainment"] for k, r in rows.items()},
+                        "gpu_hours": {k: r["gpu_hours"] for k, r in rows.items()}})
+        if score < best["score"]:
+            model.save(work / "best.zip")
+            best.update(score=score, timesteps=step, rows=rows, ranges=ranges)
+        clock["eval_s"] += time.perf_counter() - t0
+        return score
+
+    class Callback(BaseCallback):
+        """Tracks feature ranges, reports progress, evaluates every ``eval_every`` steps."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = cfg.eval_every
+            self.last_score: float | None = None
+
+        def _on_step(self) -> bool:
+            tracker.update(self.locals["new_obs"])
+            n = self.num_timesteps
+            if n >= self.next_eval:
+                self.last_score = evaluate(n)
+                self.next_eval += cfg.eval_every
+            if progress is not None and (n % (cfg.n_envs * 64) == 0 or n >= cfg.timesteps):
+                train_s = time.perf_counter() - clock["start"] - clock["eval_s"]
+                progress(n, {"steps_per_s": n / max(train_s, 1e-9),
+                             "best_usd": best["score"] if best["score"] < math.inf else None,
+                             "last_usd": self.last_score})
+            return True
+
+    callback = Callback()
+    model.learn(total_timesteps=cfg.timesteps, callback=callback, progress_bar=False)
+    done = model.num_timesteps
+    if not history or history[-1]["timesteps"] != done:
+        evaluate(done)
+    wall = time.perf_counter() - clock["start"]
+    train_s = wall - clock["eval_s"]
+    steps_per_s = done / max(train_s, 1e-9)
+
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "best.zip", cfg.output / MODEL_FILE)
+    shutil.rmtree(work, ignore_errors=True)
+    for spec, row in best["rows"].items():
+        table[spec] = {"ppo": row, **table[spec]}
+    meta = write_meta(cfg, profile, evals, table=table, notes=notes, history=history,
+                      best_timesteps=int(best["timesteps"]), ranges=best["ranges"],
+                      headroom=headroom, batch_sizes=batch_sizes, done=done, wall_s=wall,
+                      steps_per_s=steps_per_s)
+    return TrainReport(cfg.output, meta, wall, steps_per_s)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("aiops-autoscaler", "torch", "stable-baselines3", "gymnasium", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload], *,
+               table: dict[str, dict[str, dict[str, float]]], notes: list[str],
+               history: list[dict[str, Any]], best_timesteps: int, ranges: dict[str, Any],
+               headroom: Sequence[float], batch_sizes: Sequence[int], done: int,
+               wall_s: float,
+               steps_per_s: float) -> dict[str, Any]:
+    """Write ``meta.json`` beside ``model.zip`` and return it.
+
+    Fields: format and versions; the observation schema (version, names, bounds, whether a
+    forecast is part of it); the training range of every feature; the action space; the
+    network; the profile; training workloads, mix, reward and hyperparameters; evaluation
+    workloads, the table and its history; library versions; the sha256 of ``model.zip``;
+    and the command that reproduces the file."""
+    model_path = cfg.output / MODEL_FILE
+    meta: dict[str, Any] = {
+        "format": ARTIFACT_FORMAT,
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": cfg.to_command(),
+        "model_file": MODEL_FILE,
+        "sha256": sha256_file(model_path),
+        "model_bytes": model_path.stat().st_size,
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "observation": {"low": [float(x) for x in LOW], "high": [float(x) for x in HIGH],
+                        "forecast_in_observation": False},
+        "training_range": ranges,
+        "action_space": {"type": "MultiDiscrete", "replica_action": "headroom",
+                         "headroom": list(headroom), "batch_sizes": list(batch_sizes),
+                         "meaning": "(index into headroom: replicas = ceil(headroom x arrival "
+                                    "rate / replica capacity), 0 = hold the current count; "
+                                    "index into batch_sizes)",
+                         "scale_down_stabilization": "no lower than the highest target of "
+                                                     "the last cold start (context)"},
+        "network": {"algorithm": "PPO", "policy": "MlpPolicy",
+                    "net_arch": list(cfg.net_arch), "activation": "tanh"},
+        "profile": {"name": profile.name, "model": profile.model, "gpu": profile.gpu,
+                    "gpu_hour_usd": profile.gpu_hour_usd, "cold_start_s": profile.cold_start_s},
+        "training": {
+            "workloads": list(cfg.workloads),
+            "mix": asdict(cfg.mix),
+            "timesteps": done,
+            "timesteps_requested": cfg.timesteps,
+            "best_checkpoint_timesteps": best_timesteps,
+            "seed": cfg.seed,
+            "n_envs": cfg.n_envs,
+            "env_max_replicas": list(cfg.env_max_replicas),
+            "interval_s": cfg.interval_s,
+            "train_shield": cfg.train_shield,
+            "reward": asdict(cfg.reward),
+            "hyperparameters": asdict(cfg.hyper),
+            "wall_s": round(wall_s, 1),
+            "steps_per_s": round(steps_per_s, 1),
+        },
+        "evaluation": {
+            "workloads": [{"spec": ew.spec, **ew.workload.summary()} for ew in evals],
+            "max_replicas": cfg.eval_max_replicas,
+            "forecast": "naive (last value, empirical quantiles), refitted each decision",
+            "score": "USD: GPU-hours x price + slo_miss_usd x requests missing the SLO",
+            "table": table,
+            "notes": notes,
+            "history": history,
+        },
+        "libraries": library_versions(),
+    }
+    (cfg.output / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default)
+                                        + "\n")
+    return meta
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

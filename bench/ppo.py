@@ -1,0 +1,139 @@
+"""The shipped PPO policy against hpa, keda, predictive and the oracle, on held-out workloads.
+
+Every policy runs the same workload from the same starting fleet through the simulator loop
+of ``aiops simulate`` and sees the same forecast (a naive last-value forecast with empirical
+quantiles, refitted each decision; ``--no-forecast`` to run without one, in which case
+``predictive`` behaves as the HPA and the PPO shield's floor is the HPA answer). Prints JSON:
+GPU-hours, SLO attainment and cost per policy and workload, the PPO policy's saving against
+each baseline, and training throughput (steps/s) measured here on a short run with the
+training configuration, next to what ``meta.json`` recorded for the shipped policy.
+
+Workloads are ``SPEC[,rate=K][,time=T][,duration=S]``: a CSV path or ``synthetic:NAME``,
+rate-scaled by K, time-scaled by T, cut to S seconds. The issue's figures:
+
+    A=../shared/data/azure-llm-2023/AzureLLMInferenceTrace_code.csv
+    N=../shared/data/nab/data/realAWSCloudwatch/elb_request_count_8c0756.csv
+    python bench/ppo.py --workload $A --workload $A,rate=5 \\
+      --workload $N,rate=0.2,time=0.1,duration=21600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from aiops.errors import InputError
+from aiops.policy.base import PolicySpec
+from aiops.policy.ppo import DEFAULT_POLICY_DIR, PpoPolicy, read_meta
+from aiops.sim.profiles import load_profile
+from aiops.sim.workloads import SYNTHETIC_PREFIX, resolve_workload
+from aiops.train.evaluate import (
+    EVAL_SEED_BASE,
+    EvalSetup,
+    EvalWorkload,
+    baseline_table,
+    result_row,
+    run_on,
+)
+
+DEFAULT_WORKLOADS = ("synthetic:diurnal-bursty,rate=2", "synthetic:flash-crowd",
+                     "synthetic:weekly")
+BASELINES = ("hpa", "keda", "predictive", "oracle")
+
+
+def parse_workload(text: str, index: int) -> EvalWorkload:
+    spec, *opts = text.split(",")
+    kw: dict[str, float] = {}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key not in ("rate", "time", "duration"):
+            raise InputError(f"workload {text!r}: unknown option {key!r} (rate, time, duration)")
+        kw[key] = float(value)
+    seed = EVAL_SEED_BASE + 100 + index if spec.startswith(SYNTHETIC_PREFIX) else 0
+    w = resolve_workload(spec, rate_scale=kw.get("rate", 1.0), time_scale=kw.get("time", 1.0),
+                         duration=kw.get("duration"), seed=seed)
+    return EvalWorkload(text, w)
+
+
+def measure_training(steps: int, seed: int) -> float:
+    """Steps/s of the training loop (PPO updates included) on a short run, no evaluation."""
+    import tempfile
+
+    import torch
+    from stable_baselines3 import PPO
+
+    from aiops.train.ppo import TrainConfig, make_vec_env
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(workloads=("synthetic:diurnal-bursty", "synthetic:flash-crowd"),
+                      eval_workloads=("synthetic:steady",), timesteps=steps,
+                      output=Path(tempfile.gettempdir()) / "unused", seed=seed)
+    venv = make_vec_env(cfg, load_profile(cfg.profile))
+    h = cfg.hyper
+    model = PPO("MlpPolicy", venv, n_steps=h.n_steps, batch_size=h.batch_size,
+                n_epochs=h.n_epochs, seed=seed, device="cpu", verbose=0,
+                policy_kwargs={"net_arch": {"pi": list(cfg.net_arch),
+                                            "vf": list(cfg.net_arch)}})
+    model.learn(h.n_steps * cfg.n_envs)  # warm-up: compiled kernels, first allocations
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR)
+    ap.add_argument("--workload", action="append")
+    ap.add_argument("--baseline", action="append")
+    ap.add_argument("--profile", default="llama3-8b-a100")
+    ap.add_argument("--max-replicas", type=int, default=64)
+    ap.add_argument("--no-forecast", action="store_true")
+    ap.add_argument("--train-steps", type=int, default=8192,
+                    help="steps of the throughput measurement (0: skip)")
+    args = ap.parse_args()
+
+    profile = load_profile(args.profile)
+    setup = EvalSetup(profile, max_replicas=args.max_replicas,
+                      with_forecast=not args.no_forecast)
+    evals = [parse_workload(t, i) for i, t in enumerate(args.workload or DEFAULT_WORKLOADS)]
+    meta = read_meta(args.policy)
+    table, notes = baseline_table(evals, setup, tuple(args.baseline or BASELINES))
+    out: dict[str, Any] = {}
+    for ew in evals:
+        ctx = setup.context(ew.workload)
+        agent = PpoPolicy.from_spec(PolicySpec.parse(f"ppo:path={args.policy}"), ctx)
+        rows = {"ppo": result_row(run_on(agent, ew, setup), profile, setup.slo_miss_usd),
+                **table[ew.spec]}
+        ppo = rows["ppo"]
+        versus = {
+            name: {"gpu_hours_saved_pct": round(100 * (1 - ppo["gpu_hours"] / r["gpu_hours"]), 1)
+                   if r["gpu_hours"] > 0 else None,
+                   "slo_attainment_diff_pts": round(100 * (ppo["slo_attainment"]
+                                                           - r["slo_attainment"]), 2)}
+            for name, r in rows.items() if name != "ppo"}
+        out[ew.spec] = {"workload": ew.workload.summary(), "results": rows, "ppo_vs": versus}
+    trained = meta.get("training", {})
+    print(json.dumps({
+        "benchmark": "ppo",
+        "policy": str(args.policy),
+        "sha256": meta.get("sha256"),
+        "command": meta.get("command"),
+        "forecast": None if args.no_forecast else "naive",
+        "trained": {k: trained.get(k) for k in ("timesteps", "best_checkpoint_timesteps",
+                                                 "wall_s", "steps_per_s")},
+        "measured_training_steps_per_s": round(measure_training(args.train_steps, 0), 1)
+        if args.train_steps > 0 else None,
+        "workloads": out,
+        "notes": notes,
+    }, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""`aiops train` for the PPO agent: artifact contents, the workload mix, the command line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aiops.errors import InputError
+from aiops.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from aiops.policy.ppo import DEFAULT_HEADROOM, load_ppo_artifact, sha256_file
+from aiops.sim.workloads import SYNTHETIC
+from aiops.train.cli import register
+from aiops.train.mix import MixConfig, WorkloadMix
+from aiops.train.ppo import PpoHyper, TrainConfig, parse_range, train_ppo
+
+
+def write_rate_series(path: Path, minutes: int = 20, level: float = 6.0) -> Path:
+    """A small rate-series CSV (one row a minute): tests make their own data."""
+    rows = ["timestamp,value"]
+    for i in range(minutes):
+        value = level * (1.0 + 0.5 * np.sin(i / 3.0))
+        rows.append(f"2024-01-01 {i // 60:02d}:{i % 60:02d}:00,{value:.3f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def tiny_config(out: Path, eval_csv: Path, **overrides: object) -> TrainConfig:
+    """A training run of a few seconds: two short environments, one baseline."""
+    base: dict[str, object] = {
+        "workloads": ("synthetic:steady", "synthetic:flash-crowd"),
+        "eval_workloads": (str(eval_csv),),
+        "timesteps": 512,
+        "output": out,
+        "seed": 3,
+        "mix": MixConfig(episode_s=900.0),
+        "n_envs": 2,
+        "eval_every": 256,
+        "hyper": PpoHyper(n_steps=128, batch_size=64, n_epochs=2),
+        "baselines": ("hpa",),
+    }
+    base.update(overrides)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    root = tmp_path_factory.mktemp("train")
+    csv = write_rate_series(root / "eval.csv")
+    report = train_ppo(tiny_config(root / "policy", csv))
+    return report.output, report.meta
+
+
+def test_short_training_writes_a_loadable_policy_with_full_meta(
+        trained: tuple[Path, dict[str, object]]) -> None:
+    out, _ = trained
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["sha256"] == sha256_file(out / "model.zip")
+    assert (out / "model.zip").stat().st_size < 1_000_000
+    assert meta["feature_schema_version"] == FEATURE_SCHEMA_VERSION
+    assert meta["feature_names"] == list(FEATURE_NAMES)
+    assert meta["action_space"]["headroom"] == list(DEFAULT_HEADROOM)
+    assert meta["action_space"]["batch_sizes"] == [16, 32, 64, 128, 256]
+    assert meta["profile"]["name"] == "llama3-8b-a100"
+    assert meta["training"]["workloads"] == ["synthetic:steady", "synthetic:flash-crowd"]
+    assert meta["training"]["seed"] == 3
+    assert meta["training"]["timesteps"] >= 512
+    assert meta["training"]["steps_per_s"] > 0
+    assert [w["spec"] for w in meta["evaluation"]["workloads"]] == \
+        [str(out.parent / "eval.csv")]
+    for lib in ("torch", "stable-baselines3", "gymnasium", "numpy", "python"):
+        assert meta["libraries"][lib]
+    rng = meta["training_range"]
+    assert len(rng["min"]) == len(FEATURE_NAMES) == len(rng["max"])
+    assert all(lo <= hi for lo, hi in zip(rng["min"], rng["max"], strict=True))
+    assert rng["max_arrival_rate"] > 0
+    # The evaluation table has the agent and the baseline on every evaluation workload.
+    table = meta["evaluation"]["table"]
+    for rows in table.values():
+        assert set(rows) == {"ppo", "hpa"}
+        for row in rows.values():
+            assert 0.0 <= row["slo_attainment"] <= 1.0 and row["gpu_hours"] > 0
+    assert len(meta["evaluation"]["history"]) >= 2
+    model, loaded = load_ppo_artifact(out)
+    assert loaded.sha256 == meta["sha256"]
+    assert model.act(np.zeros(len(FEATURE_NAMES), dtype=np.float32))[1] in range(5)
+
+
+def test_meta_records_the_command_that_reproduces_the_run(
+        trained: tuple[Path, dict[str, object]]) -> None:
+    out, meta = trained
+    args = shlex.split(str(meta["command"]))
+    assert args[:2] == ["aiops", "train"]
+    value = {a: b for a, b in itertools.pairwise(args) if a.startswith("--")}
+    assert value["--timesteps"] == "512" and value["--seed"] == "3"
+    assert value["--output"] == str(out)
+    assert args.count("--workload") == 2 and "synthetic:flash-crowd" in args
+
+
+def test_same_seed_same_model(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    kw = {"timesteps": 256, "eval_every": 256, "hyper": PpoHyper(n_steps=128, batch_size=128,
+                                                                 n_epochs=1)}
+    a = train_ppo(tiny_config(tmp_path / "a", csv, **kw))
+    b = train_ppo(tiny_config(tmp_path / "b", csv, **kw))
+    assert a.meta["sha256"] != ""
+    ma, _ = load_ppo_artifact(a.output)
+    mb, _ = load_ppo_artifact(b.output)
+    obs = np.random.default_rng(0).uniform(0, 1, (50, len(FEATURE_NAMES))).astype(np.float32)
+    assert [ma.act(o) for o in obs] == [mb.act(o) for o in obs]
+
+
+def test_cli_trains_and_prints_a_summary(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    app.command(name="noop")(lambda: None)  # two commands, so `train` is a subcommand
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    out = tmp_path / "cli-policy"
+    res = CliRunner().invoke(app, [
+        "train", "--workload", "synthetic:steady", "--eval-workload", str(csv),
+        "--timesteps", "256", "--output", str(out), "--n-envs", "1", "--eval-every", "256",
+        "--net-arch", "16,16"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.zip").exists()
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["sha256"] == sha256_file(out / "model.zip")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["network"]["net_arch"] == [16, 16]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rate-scale", "4:1"], "LOW <= HIGH"),
+    (["--rate-scale", "x"], "LOW:HIGH"),
+    (["--workload", "synthetic:nope"], "unknown synthetic workload"),
+    (["--net-arch", "a,b"], "not a list of integers"),
+    (["--timesteps", "0"], "must be >= 1"),
+])
+def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) -> None:
+    app = typer.Typer()
+    register(app)
+    app.command(name="noop")(lambda: None)
+    base = {"--timesteps": "256", "--output": str(tmp_path / "x")}
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        base[k] = v
+    flat = [x for kv in base.items() for x in kv]
+    res = CliRunner().invoke(app, ["train", *flat])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+def test_evaluation_workload_must_not_be_a_training_file(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "series.csv")
+    with pytest.raises(InputError, match="kept apart"):
+        tiny_config(tmp_path / "o", csv, workloads=(str(csv),),
+                    eval_workloads=(f"{csv}@2",))
+
+
+def test_parse_range() -> None:
+    assert parse_range("0.5:2", "x") == (0.5, 2.0)
+    assert parse_range("3", "x") == (3.0, 3.0)
+    for bad in ("0:1", "2:1", "a:b", "1:inf"):
+        with pytest.raises(InputError):
+            parse_range(bad, "x")
+
+
+def test_mix_varies_episodes_reproducibly(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "series.csv", minutes=120)
+    mix = WorkloadMix((*(f"synthetic:{n}" for n in SYNTHETIC), str(csv)),
+                      MixConfig(episode_s=1200.0))
+    first = [mix(np.random.default_rng(s)) for s in range(12)]
+    again = [mix(np.random.default_rng(s)) for s in range(12)]
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.arrivals, b.arrivals)
+        np.testing.assert_array_equal(a.context_tokens, b.context_tokens)
+    assert all(w.duration == pytest.approx(1200.0) for w in first)
+    rates = [len(w) / w.duration for w in first]
+    assert max(rates) > 3 * min(rates)  # rate scaling and sources really vary the level
+    assert len({w.meta["tokens"] for w in first}) > 1
+    assert {w.meta["source"] for w in first} > {str(csv)}
+
+
+def test_mix_replays_a_trace_with_its_own_tokens(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    lines += [f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.0,{100 + i},7" for i in range(600)]
+    trace.write_text("\n".join(lines) + "\n")
+    w = WorkloadMix((str(trace),), MixConfig(episode_s=300.0))(np.random.default_rng(1))
+    assert w.duration <= 600.0
+    assert set(np.unique(w.generated_tokens)) == {7}
+
+
+def test_help_does_not_import_torch() -> None:
+    code = ("import sys, aiops.train.cli, aiops.policy; "
+            "sys.exit(1 if {'torch', 'stable_baselines3'} & set(sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
