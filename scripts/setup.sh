@@ -14,5 +14,12 @@ python3 -m venv .venv
 if [ "${AIOPS_SKIP_PROMETHEUS:-0}" != "1" ]; then
   scripts/prometheus.sh install
 fi
-.venv/bin/aiops run --config examples/sim.yaml --duration 90m --log-format text 2>/dev/null
+# The daemon's decision log goes to out/sim-run.log; the summary table to the terminal.
+mkdir -p out
+if ! .venv/bin/aiops run --config examples/sim.yaml --duration 90m --log-format text \
+    2>out/sim-run.log; then
+  echo "aiops run failed; the end of out/sim-run.log:" >&2
+  tail -n 40 out/sim-run.log >&2
+  exit 1
+fi
 .venv/bin/aiops simulate

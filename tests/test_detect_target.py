@@ -171,3 +171,21 @@ def test_monitor_observes_snapshots_for_the_controller() -> None:
     assert isinstance(report, AnomalyReport)
     assert report.bad_telemetry
     assert [a.metric for a in report.anomalies] == ["kv_cache_usage"]
+
+
+def test_an_empty_queue_for_an_hour_is_not_bad_telemetry() -> None:
+    from aiops.detect.multivariate import VLLM_METRICS, TargetScorer
+
+    scorer = TargetScorer(VLLM_METRICS)
+    rng = np.random.default_rng(0)
+    reports = []
+    for i in range(400):
+        waiting = float(rng.integers(0, 5)) if i < 100 else 0.0  # queue drains, stays empty
+        rate = 20.0 + rng.normal(0.0, 1.0)
+        reports.append(scorer.update(15.0 * i, {
+            "arrival_rate": rate, "prompt_tokens_rate": 600 * rate,
+            "generation_tokens_rate": 150 * rate, "requests_running": 30 + rng.normal(),
+            "requests_waiting": waiting, "kv_cache_usage": 0.2, "gpu_utilization": 0.6,
+            "ttft_p99": 0.2, "tpot_p99": 0.03}))
+    assert not any(a.metric == "requests_waiting" and a.kind == "bad_telemetry"
+                   for r in reports for a in r.anomalies)

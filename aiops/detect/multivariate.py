@@ -178,7 +178,11 @@ class TargetScorer:
 
     def _flat(self, s: _Series) -> bool:
         tail = s.values[-self.flat_points:]
-        return bool(s.varied and len(tail) == self.flat_points and np.all(tail == tail[-1]))
+        if not (s.varied and len(tail) == self.flat_points and np.all(tail == tail[-1])):
+            return False
+        # A usage gauge resting at its floor is a healthy state (an empty queue for an hour
+        # while the replicas keep up), not a stuck exporter.
+        return not (s.spec.role == "usage" and tail[-1] == s.spec.lower)
 
     def _idle(self) -> bool:
         """All load metrics at exactly 0 over the flatline window: no traffic, not a fault."""
