@@ -271,6 +271,10 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in Config.model_fields:
+            # AIOPS_* variables that are not config (e.g. AIOPS_REQUIRE_PROMETHEUS for the
+            # tests) are not overrides; a typo inside a section still fails validation.
+            continue
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})

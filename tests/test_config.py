@@ -61,7 +61,8 @@ def test_bad_yaml_names_the_line() -> None:
 
 def test_environment_overrides_nested_fields() -> None:
     env = {"AIOPS_DRY_RUN": "false", "AIOPS_PROMETHEUS__URL": "http://prom:9090",
-           "AIOPS_GUARDRAILS__MAX_STEP_UP": "2", "OTHER": "x"}
+           "AIOPS_GUARDRAILS__MAX_STEP_UP": "2", "OTHER": "x",
+           "AIOPS_REQUIRE_PROMETHEUS": "1"}
     cfg = parse_config(MINIMAL, environ=env)
     assert cfg.dry_run is False
     assert cfg.prometheus.url == "http://prom:9090"
