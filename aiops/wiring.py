@@ -170,12 +170,19 @@ def _run_sim(built: Built, duration_s: float) -> None:
     table = Table(title=f"aiops on the simulated cluster, {duration_s / 3600:.2f} h simulated "
                         f"({'dry-run' if built.config.dry_run else 'enforce'})")
     for col in ("target", "policy", "GPU-hours", "SLO %", "TTFT p99 s", "scale-ups",
-                "scale-downs", "max replicas", "requests"):
+                "scale-downs", "max replicas", "requests", "guardrails fired"):
         table.add_column(col)
+    firings: dict[str, dict[str, int]] = {}
+    for metric in built.daemon.telemetry.guardrails.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total"):
+                per = firings.setdefault(s.labels["target"], {})
+                per[s.labels["rule"]] = int(s.value)
     for name, r in results.items():
         rt = built.controller.runtimes[name]
+        top = sorted(firings.get(name, {}).items(), key=lambda kv: -kv[1])[:3]
         table.add_row(name, rt.policy_name, f"{r['gpu_hours']:.2f}",
                       f"{100 * float(r['slo_attainment']):.2f}", f"{r['ttft_p99_s']:.3f}",
                       str(r["scale_ups"]), str(r["scale_downs"]), str(r["max_replicas"]),
-                      str(r["requests"]))
-    Console(width=max(Console().width, 120)).print(table)
+                      str(r["requests"]), ", ".join(f"{k} {v}" for k, v in top) or "none")
+    Console(width=max(Console().width, 160)).print(table)

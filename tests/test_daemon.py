@@ -115,6 +115,7 @@ def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "aiops on the simulated cluster" in res.output
     assert "GPU-hours" in res.output
+    assert "guardrails fired" in res.output
 
 
 def test_run_command_rejects_a_bad_config(tmp_path: Path) -> None:
