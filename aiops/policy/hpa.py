@@ -413,6 +413,13 @@ class EngineOutcome:
     details: Mapping[str, float] = field(default_factory=dict)
 
 
+def _period_start(current: int, state: HpaState, now: float, period_s: float) -> int:
+    """Replicas at the start of a policy's period: current, minus what was added in it,
+    plus what was removed in it (both scaling directions measure from there)."""
+    return (current - _changes_in_period(state.scale_up_events, now, period_s)
+            + _changes_in_period(state.scale_down_events, now, period_s))
+
+
 def _changes_in_period(events: Iterable[ScaleEvent], now: float, period_s: float) -> int:
     return sum(e.change for e in events if _age_within(e.time, now, period_s))
 
@@ -488,8 +495,7 @@ class HpaEngine:
             return current
         proposals: list[int] = []
         for p in rules.policies:
-            start = (current - _changes_in_period(state.scale_up_events, now, p.period_s)
-                     + _changes_in_period(state.scale_down_events, now, p.period_s))
+            start = _period_start(current, state, now, p.period_s)
             if p.kind == "Pods":
                 proposals.append(start + p.value)
             else:
@@ -505,8 +511,7 @@ class HpaEngine:
             return current
         proposals: list[int] = []
         for p in rules.policies:
-            start = (current - _changes_in_period(state.scale_up_events, now, p.period_s)
-                     + _changes_in_period(state.scale_down_events, now, p.period_s))
+            start = _period_start(current, state, now, p.period_s)
             if p.kind == "Pods":
                 proposals.append(start - p.value)
             else:

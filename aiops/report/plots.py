@@ -89,6 +89,16 @@ def _time_axis(ax: Any, start_unix: float | None) -> None:
     ax.set_xlabel("time (UTC)")
 
 
+def _finish_timeseries(fig: Figure, ax: Any, start_unix: float | None, title: str, *,
+                       ncols: int = 3) -> bytes:
+    """Title, time axis, grid and legend shared by every over-time chart; then the PNG."""
+    ax.set_title(title)
+    _time_axis(ax, start_unix)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, ncols=ncols, framealpha=0.85)
+    return _png(fig)
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     # No bbox_inches="tight": constrained layout already fits the margins, and "tight"
@@ -166,11 +176,9 @@ def load_chart(series: Series, windows: Sequence[AnomalyWindow], lead_s: float,
                        color=COLORS["anomaly"], zorder=3)
     ax.set_ylabel("requests/s")
     ax.set_ylim(bottom=0)
-    ax.set_title("Load: arrival rate, the forecast aiops planned on, and anomalies")
-    _time_axis(ax, su)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, ncols=2, framealpha=0.85)
-    return _png(fig)
+    return _finish_timeseries(fig, ax, su,
+                              "Load: arrival rate, the forecast aiops planned on, and anomalies",
+                              ncols=2)
 
 
 def replicas_chart(series: Series) -> bytes:
@@ -185,11 +193,8 @@ def replicas_chart(series: Series) -> bytes:
                 alpha=1.0 if line.role == "aiops" else 0.85)
     ax.set_ylabel("replicas (spec.replicas)")
     ax.set_ylim(bottom=0)
-    ax.set_title("Replicas over time: what ran vs aiops vs the HPA and KEDA")
-    _time_axis(ax, su)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, ncols=3, framealpha=0.85)
-    return _png(fig)
+    return _finish_timeseries(fig, ax, su,
+                              "Replicas over time: what ran vs aiops vs the HPA and KEDA")
 
 
 def ttft_chart(series: Series) -> bytes:
@@ -211,11 +216,7 @@ def ttft_chart(series: Series) -> bytes:
     if drawn:
         ax.set_yscale("log")
     ax.set_ylabel("TTFT p99 (seconds, log scale)")
-    ax.set_title("Time to first token, p99 of each decision interval")
-    _time_axis(ax, su)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, ncols=3, framealpha=0.85)
-    return _png(fig)
+    return _finish_timeseries(fig, ax, su, "Time to first token, p99 of each decision interval")
 
 
 def series_of(obj: object) -> Series | None:
