@@ -20,7 +20,15 @@ from aiops.policy.ppo import DEFAULT_HEADROOM, load_ppo_artifact, sha256_file
 from aiops.sim.workloads import SYNTHETIC
 from aiops.train.cli import register
 from aiops.train.mix import MixConfig, WorkloadMix
-from aiops.train.ppo import PpoHyper, TrainConfig, parse_range, train_ppo
+from aiops.train.ppo import (
+    MissPrice,
+    PpoHyper,
+    RewardConfig,
+    TrainConfig,
+    parse_range,
+    selection_key,
+    train_ppo,
+)
 
 
 def write_rate_series(path: Path, minutes: int = 20, level: float = 6.0) -> Path:
@@ -201,3 +209,52 @@ def test_help_does_not_import_torch() -> None:
     code = ("import sys, aiops.train.cli, aiops.policy; "
             "sys.exit(1 if {'torch', 'stable_baselines3'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_miss_price_rises_below_the_target_and_falls_above_it() -> None:
+    price = MissPrice(0.01, target=0.99, lr=0.1, bounds=(0.001, 0.1))
+    price.observe(1000, 50)  # 95 %: five times the allowance
+    up = price.update()
+    assert up > 0.01
+    price.observe(1000, 0)  # 100 %
+    down = price.update()
+    assert down < up
+    price.update()  # nothing finished since: no information, no move
+    assert price.price == down
+    for _ in range(200):
+        price.observe(100, 100)
+        price.update()
+    assert price.price == 0.1  # clipped at the upper bound
+
+
+def test_selection_prefers_the_cheapest_checkpoint_that_meets_the_target() -> None:
+    def rows(*pairs: tuple[float, float]) -> dict[str, dict[str, float]]:
+        return {f"w{i}": {"gpu_hours": g, "slo_attainment": a, "score_usd": g * 2 + (1 - a)}
+                for i, (g, a) in enumerate(pairs)}
+    cheap_miss = rows((5.0, 0.995), (5.0, 0.97))
+    dear_meet = rows((9.0, 0.995), (8.0, 0.991))
+    cheaper_meet = rows((8.0, 0.999), (8.0, 0.99))
+    closest_miss = rows((20.0, 0.989), (20.0, 0.999))
+    ranked = sorted([cheap_miss, dear_meet, cheaper_meet, closest_miss],
+                    key=lambda r: selection_key(r, 0.99))
+    assert ranked == [cheaper_meet, dear_meet, closest_miss, cheap_miss]
+    # Without a target the score decides, cheap-and-missing included.
+    assert min([cheap_miss, dear_meet], key=lambda r: selection_key(r, None)) is cheap_miss
+
+
+def test_training_with_an_slo_target_records_the_adapted_price(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    cfg = tiny_config(tmp_path / "p", csv, timesteps=512, eval_every=256,
+                      reward=RewardConfig(slo_miss_usd=0.005, slo_target=0.99))
+    report = train_ppo(cfg)
+    reward = report.meta["training"]["reward"]
+    assert reward["slo_target"] == 0.99
+    assert reward["final_slo_miss_usd"] is not None
+    assert reward["final_slo_miss_usd"] != 0.005  # it adapted
+    assert "--slo-target 0.99" in report.meta["command"]
+    assert all("slo_miss_usd" in h for h in report.meta["evaluation"]["history"])
+
+
+def test_slo_target_out_of_range_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="--slo-target"):
+        RewardConfig(slo_target=1.0)

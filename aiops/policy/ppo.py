@@ -190,7 +190,7 @@ class SbActor:
 
 
 HOLD = 0.0
-DEFAULT_HEADROOM: tuple[float, ...] = (HOLD, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5)
+DEFAULT_HEADROOM: tuple[float, ...] = (HOLD, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 """Replica actions: provision ``headroom ×`` the load the fleet carries now, or hold (0).
 
 The target is ``ceil(headroom × arrival rate / replica capacity)``: the agent chooses how
@@ -200,7 +200,8 @@ tried and failed to learn in the CPU budget: additive deltas (the observation is
 ratios, so +1 replica could be a 2 % change or a doubling), and multiples of the current
 count (it learnt "scale down a bit" as a state-independent habit, which its deterministic
 mode then applied everywhere). ``hold`` keeps the count, so riding out a short dip costs
-no churn and no cold start."""
+no churn and no cold start. The top values (3×, 4×) exist for attainment targets: a flash
+crowd that triples the load inside one cold start is only met by capacity already there."""
 
 
 def stabilize_down(current: int, target: int, now: float,

@@ -46,6 +46,10 @@ def train(
     slo_miss_usd: Annotated[float, typer.Option(
         help="Price of one request that misses its SLO, in the reward and the score.")]
     = 0.005,
+    slo_target: Annotated[float | None, typer.Option(
+        help="SLO attainment to train for (e.g. 0.99): the miss price then adapts until the "
+             "training episodes reach it, and the cheapest checkpoint reaching it on every "
+             "evaluation workload is kept.")] = None,
     train_shield: Annotated[bool, typer.Option(
         help="Apply the shield's batch-size rules during training.")] = True,
     ent_coef: Annotated[float, typer.Option(
@@ -82,21 +86,25 @@ def train(
             mix=MixConfig(rate_scale=parse_range(rate_scale, "--rate-scale"),
                           time_stretch=parse_range(time_stretch, "--time-stretch")),
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
-            reward=RewardConfig(slo_miss_usd=slo_miss_usd), train_shield=train_shield,
+            reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target),
+            train_shield=train_shield,
             hyper=PpoHyper(ent_coef=ent_coef),
         )
         with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[sps]} steps/s"),
                       TextColumn("best ${task.fields[best]}"),
+                      TextColumn("miss ${task.fields[price]}"),
                       TimeElapsedColumn(), TimeRemainingColumn(),
                       console=console) as bar:
-            task = bar.add_task("train", total=timesteps, sps="-", best="-")
+            task = bar.add_task("train", total=timesteps, sps="-", best="-", price="-")
 
             def on_progress(n: int, fields: dict[str, Any]) -> None:
                 best = fields.get("best_usd")
+                price = fields.get("slo_miss_usd")
                 bar.update(task, completed=min(n, timesteps),
                            sps=f"{fields['steps_per_s']:.0f}",
-                           best="-" if best is None else f"{best:.2f}")
+                           best="-" if best is None else f"{best:.2f}",
+                           price=f"{slo_miss_usd:g}" if price is None else f"{price:.4f}")
 
             report = train_ppo(cfg, progress=on_progress, log=console.print)
     except InputError as err:

@@ -109,6 +109,65 @@ class RewardConfig:
     churn_usd: float = 0.002
     batch_change_usd: float = 0.05
     reward_scale: float = 0.1
+    slo_target: float | None = None
+    """With a target (e.g. 0.99), ``slo_miss_usd`` is only the starting price of a miss: it
+    becomes a Lagrange multiplier, raised while the training episodes attain less than the
+    target and lowered while they attain more (:class:`MissPrice`), and the checkpoint kept
+    is the cheapest that reaches the target on every evaluation workload. A fixed price
+    states a trade-off; operators state an objective, and this turns one into the other."""
+    price_lr: float = 0.05
+    price_bounds: tuple[float, float] = (0.0005, 1.0)
+
+    def __post_init__(self) -> None:
+        if not self.slo_miss_usd >= 0:
+            raise InputError(f"--slo-miss-usd {self.slo_miss_usd} must be >= 0")
+        if self.slo_target is not None and not 0.5 <= self.slo_target < 1.0:
+            raise InputError(f"--slo-target {self.slo_target} is outside [0.5, 1)")
+
+
+@dataclass
+class MissPrice:
+    """The price of one SLO miss as a Lagrange multiplier for an attainment target.
+
+    After every rollout: ``price *= exp(lr * (miss_rate - allowed) / allowed)`` where
+    ``allowed = 1 - target``, clipped to ``bounds``. Multiplicative, so it moves through
+    orders of magnitude in tens of rollouts, and scaled by ``allowed`` so a miss rate of
+    twice the allowance pushes as hard at 99 % as at 90 %. A rollout with nothing finished
+    leaves the price alone."""
+
+    price: float
+    target: float
+    lr: float = 0.05
+    bounds: tuple[float, float] = (0.0005, 1.0)
+    admitted: int = 0
+    missed: int = 0
+
+    def observe(self, admitted: int, missed: int) -> None:
+        self.admitted += admitted
+        self.missed += missed
+
+    def update(self) -> float:
+        if self.admitted > 0:
+            allowed = 1.0 - self.target
+            miss_rate = min(self.missed / self.admitted, 1.0)
+            step = min(max(self.lr * (miss_rate - allowed) / allowed, -1.0), 1.0)
+            lo, hi = self.bounds
+            self.price = min(max(self.price * math.exp(step), lo), hi)
+        self.admitted = self.missed = 0
+        return self.price
+
+
+def selection_key(rows: dict[str, dict[str, float]], slo_target: float | None
+                  ) -> tuple[float, float]:
+    """Order of checkpoints, lowest best. Without a target: the evaluation score (USD).
+    With one: first every checkpoint that reaches it on all evaluation workloads, cheapest
+    GPU-hours first; then the others, best worst-case attainment first."""
+    if slo_target is None:
+        return (0.0, float(sum(r["score_usd"] for r in rows.values())))
+    worst = min(r["slo_attainment"] for r in rows.values())
+    if worst >= slo_target:
+        return (0.0, float(sum(r["gpu_hours"] for r in rows.values())))
+    return (1.0, -worst)
 
 
 @dataclass(frozen=True)
@@ -170,6 +229,8 @@ class TrainConfig:
                  "--net-arch", ",".join(str(n) for n in self.net_arch),
                  "--slo-miss-usd", f"{self.reward.slo_miss_usd:g}",
                  "--ent-coef", f"{self.hyper.ent_coef:g}"]
+        if self.reward.slo_target is not None:
+            args += ["--slo-target", f"{self.reward.slo_target:g}"]
         if not self.train_shield:
             args.append("--no-train-shield")
         return shlex.join(args)
@@ -446,7 +507,11 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     tracker = RangeTracker()
     history: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="aiops-train-"))
-    best: dict[str, Any] = {"score": math.inf}
+    best: dict[str, Any] = {"score": math.inf, "key": (math.inf, math.inf)}
+    target = cfg.reward.slo_target
+    price = MissPrice(cfg.reward.slo_miss_usd, target, cfg.reward.price_lr,
+                      cfg.reward.price_bounds) if target is not None else None
+    inner_envs: list[AutoscaleEnv] = [e.unwrapped for e in venv.envs]
     clock = {"eval_s": 0.0, "start": time.perf_counter()}
 
     def evaluate(step: int) -> float:
@@ -455,12 +520,17 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
         meta = inference_meta(headroom, batch_sizes, ranges, cfg.net_arch)
         rows = evaluate_model(model.policy, meta, evals, setup)
         score = float(sum(r["score_usd"] for r in rows.values()))
-        history.append({"timesteps": step, "score_usd": round(score, 3),
-                        "slo_attainment": {k: r["slo_attainment"] for k, r in rows.items()},
-                        "gpu_hours": {k: r["gpu_hours"] for k, r in rows.items()}})
-        if score < best["score"]:
+        entry: dict[str, Any] = {
+            "timesteps": step, "score_usd": round(score, 3),
+            "slo_attainment": {k: r["slo_attainment"] for k, r in rows.items()},
+            "gpu_hours": {k: r["gpu_hours"] for k, r in rows.items()}}
+        if price is not None:
+            entry["slo_miss_usd"] = round(price.price, 5)
+        history.append(entry)
+        key = selection_key(rows, target)
+        if key < best["key"]:
             model.save(work / "best.zip")
-            best.update(score=score, timesteps=step, rows=rows, ranges=ranges)
+            best.update(score=score, key=key, timesteps=step, rows=rows, ranges=ranges)
         clock["eval_s"] += time.perf_counter() - t0
         return score
 
@@ -472,8 +542,17 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
             self.next_eval = cfg.eval_every
             self.last_score: float | None = None
 
+        def _on_rollout_end(self) -> None:
+            if price is not None:
+                value = price.update()
+                for env in inner_envs:
+                    env.slo_miss_usd = value
+
         def _on_step(self) -> bool:
             tracker.update(self.locals["new_obs"])
+            if price is not None:
+                for info in self.locals["infos"]:
+                    price.observe(int(info.get("admitted", 0)), int(info.get("missed", 0)))
             n = self.num_timesteps
             if n >= self.next_eval:
                 self.last_score = evaluate(n)
@@ -482,7 +561,8 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
                 train_s = time.perf_counter() - clock["start"] - clock["eval_s"]
                 progress(n, {"steps_per_s": n / max(train_s, 1e-9),
                              "best_usd": best["score"] if best["score"] < math.inf else None,
-                             "last_usd": self.last_score})
+                             "last_usd": self.last_score,
+                             "slo_miss_usd": price.price if price is not None else None})
             return True
 
     callback = Callback()
@@ -502,7 +582,8 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     meta = write_meta(cfg, profile, evals, table=table, notes=notes, history=history,
                       best_timesteps=int(best["timesteps"]), ranges=best["ranges"],
                       headroom=headroom, batch_sizes=batch_sizes, done=done, wall_s=wall,
-                      steps_per_s=steps_per_s)
+                      steps_per_s=steps_per_s,
+                      final_miss_usd=price.price if price is not None else None)
     return TrainReport(cfg.output, meta, wall, steps_per_s)
 
 
@@ -520,8 +601,8 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
                table: dict[str, dict[str, dict[str, float]]], notes: list[str],
                history: list[dict[str, Any]], best_timesteps: int, ranges: dict[str, Any],
                headroom: Sequence[float], batch_sizes: Sequence[int], done: int,
-               wall_s: float,
-               steps_per_s: float) -> dict[str, Any]:
+               wall_s: float, steps_per_s: float,
+               final_miss_usd: float | None = None) -> dict[str, Any]:
     """Write ``meta.json`` beside ``model.zip`` and return it.
 
     Fields: format and versions; the observation schema (version, names, bounds, whether a
@@ -565,7 +646,9 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
             "env_max_replicas": list(cfg.env_max_replicas),
             "interval_s": cfg.interval_s,
             "train_shield": cfg.train_shield,
-            "reward": asdict(cfg.reward),
+            "reward": {**asdict(cfg.reward),
+                       "final_slo_miss_usd": (None if final_miss_usd is None
+                                              else round(final_miss_usd, 5))},
             "hyperparameters": asdict(cfg.hyper),
             "wall_s": round(wall_s, 1),
             "steps_per_s": round(steps_per_s, 1),
