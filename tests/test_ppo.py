@@ -287,16 +287,20 @@ HYP = settings(max_examples=150, deadline=None,
        rate=st.floats(0.0, 300.0), waiting=st.floats(0.0, 500.0),
        forecast_rate=st.one_of(st.none(), st.floats(0.0, 300.0)),
        margin=st.sampled_from([-0.3, 0.0, 0.25]),
-       since_change=st.floats(0.0, 1000.0))
+       since_change=st.floats(0.0, 1000.0),
+       tpot_cap=st.sampled_from([0, 32, 128]), current_batch=st.sampled_from(BATCHES))
 def test_shielded_decision_respects_floor_and_batch_rules(
         head: int, batch: int, replicas: int, ready: int, rate: float, waiting: float,
-        forecast_rate: float | None, margin: float, since_change: float) -> None:
+        forecast_rate: float | None, margin: float, since_change: float,
+        tpot_cap: int, current_batch: int) -> None:
+    ctx = replace(CTX, max_batch_for_tpot=tpot_cap)
     shield = ShieldConfig(floor_margin=margin)
     policy = stub_policy((head, batch), shield, max_rate=1e6)
     s = snap(replicas=replicas, ready_replicas=min(ready, replicas), arrival_rate=rate,
-             requests_waiting=waiting, requests_running=min(ready, replicas) * 32.0)
+             requests_waiting=waiting, requests_running=min(ready, replicas) * 32.0,
+             batch_size=current_batch)
     fc = None if forecast_rate is None else flat_forecast(forecast_rate)
-    inp = PolicyInput(s, CTX, forecast=fc)
+    inp = PolicyInput(s, ctx, forecast=fc)
     state = replace(policy.initial_state(), last_batch_change=s.time - since_change,
                     last_batch=s.batch_size)
     rec, new_state = policy.decide(inp, state)
@@ -312,6 +316,8 @@ def test_shielded_decision_respects_floor_and_batch_rules(
         assert s.ready_replicas >= 2
         assert since_change >= shield.batch_cooldown_s
         assert new_state.last_batch_change == s.time
+        if tpot_cap and rec.batch_size > s.batch_size:
+            assert rec.batch_size <= tpot_cap  # never grown past the TPOT-safe batch
     if rec.replicas != int(rec.details["stabilized_replicas"]):  # the shield overrode it
         assert rec.details.get("shield_floor") == 1.0
         assert f"floor {rec.replicas}" in rec.reason
@@ -367,6 +373,30 @@ def test_batch_change_allowed_then_rate_limited() -> None:
     assert rec3.batch_size is None
     rec4, _ = flip.decide(PolicyInput(snap(time=1400.0, batch_size=128), CTX), state)
     assert rec4.batch_size == 64
+
+
+def test_batch_growth_is_capped_at_the_tpot_safe_size() -> None:
+    ctx = replace(CTX, max_batch_for_tpot=128)
+    policy = stub_policy((HOLD_INDEX, BATCHES.index(256)))
+    rec, _ = policy.decide(PolicyInput(snap(batch_size=32), ctx), policy.initial_state())
+    assert rec.batch_size == 128
+    assert "capped batch 256 at 128" in rec.reason and rec.details["shield_batch_tpot"] == 1.0
+    # Already at the cap: the model's 256 is no change at all.
+    rec2, _ = policy.decide(PolicyInput(snap(batch_size=128), ctx), policy.initial_state())
+    assert rec2.batch_size is None
+    # Shrinking is always allowed by this rule (an operator may have set 256 by hand).
+    shrink = stub_policy((HOLD_INDEX, BATCHES.index(128)))
+    rec3, _ = shrink.decide(PolicyInput(snap(batch_size=256), ctx), shrink.initial_state())
+    assert rec3.batch_size == 128
+
+
+def test_profile_knows_the_largest_tpot_safe_batch() -> None:
+    from aiops.sim.profiles import load_profile
+
+    p = load_profile("llama3-8b-a100")  # 12.5 ms + 0.24 ms per sequence
+    assert p.max_batch_for_tpot(0.05) == 128  # 256 -> 74 ms per step
+    assert p.max_batch_for_tpot(0.1) == 256
+    assert p.max_batch_for_tpot(0.001) == 16  # none meets it: the smallest offered
 
 
 def test_batch_the_target_does_not_offer_is_blocked() -> None:

@@ -35,6 +35,8 @@ class PolicyContext:
     replica_capacity_rps: float = 0.0  # requests/s one replica sustains at the SLO (0 = unknown)
     ttft_slo_s: float = 0.5  # time to first token objective, seconds
     tpot_slo_s: float = 0.05  # time per output token objective, seconds
+    # The largest batch whose full decode step meets the TPOT objective (0 = unknown).
+    max_batch_for_tpot: int = 0
 
 
 @dataclass(frozen=True)

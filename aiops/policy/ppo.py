@@ -33,7 +33,9 @@ in the recommendation's reason and details:
    reactive HPA answer. A network can be confidently wrong; the floor bounds how wrong;
 3. **batch size** — a change is a rolling restart of every pod, so it needs at least two
    ready replicas (one keeps serving while the other restarts) and at most one per
-   ``batch_cooldown`` seconds.
+   ``batch_cooldown`` seconds; and the agent may not grow the batch past the largest one
+   whose full decode step meets the TPOT objective (``context.max_batch_for_tpot``): a full
+   batch beyond it misses TPOT for every sequence in it.
 """
 
 from __future__ import annotations
@@ -534,6 +536,14 @@ class PpoPolicy:
             overrides.append(f"shield raised {wanted} to the floor {floor.replicas} "
                              f"({floor.text})")
 
+        cap = ctx.max_batch_for_tpot
+        if cap > 0 and wanted_batch > cap and wanted_batch > snap.batch_size:
+            safe = max((b for b in self.meta.batch_sizes if b <= cap), default=snap.batch_size)
+            details["shield_batch_tpot"] = 1.0
+            overrides.append(f"shield capped batch {wanted_batch} at {safe}: a full batch "
+                             f"of {wanted_batch} decodes slower than the TPOT objective "
+                             f"({ctx.tpot_slo_s:g} s)")
+            wanted_batch = max(safe, min(snap.batch_size, wanted_batch))
         batch: int | None = None
         if wanted_batch != snap.batch_size:
             blocked = self.batch_block(wanted_batch, snap, ctx, state)

@@ -69,6 +69,13 @@ class Profile:
         """Seconds per decode step with ``running`` sequences in the batch."""
         return self.decode_t0_s + self.decode_k_s * running
 
+    def max_batch_for_tpot(self, tpot_slo: float) -> int:
+        """The largest offered batch size whose full decode step meets ``tpot_slo`` (the
+        smallest offered one if none does): above it, a full batch misses the TPOT objective
+        for every sequence in it, so the extra slots only ever trade TTFT for TPOT misses."""
+        ok = [b for b in self.batch_sizes if self.step_time(b) <= tpot_slo]
+        return max(ok) if ok else min(self.batch_sizes)
+
     def decode_tokens_per_s(self, batch: int) -> float:
         """Output tokens/s of one replica with a full batch."""
         return batch / self.step_time(batch)

@@ -74,6 +74,7 @@ def planning_context(
         replica_capacity_rps=profile.replica_capacity_rps(batch, ctx, gen, tpot_slo=slo.tpot_s),
         ttft_slo_s=slo.ttft_s,
         tpot_slo_s=slo.tpot_s,
+        max_batch_for_tpot=profile.max_batch_for_tpot(slo.tpot_s),
     )
 
 

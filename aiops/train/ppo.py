@@ -259,8 +259,12 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
 
 
 def _batch_shield_wrapper(env: AutoscaleEnv, shield: ShieldConfig) -> Any:
-    """Apply the deployed shield's batch-size rules inside the environment."""
+    """Apply the deployed shield's batch-size rules inside the environment: the ready-replica
+    and cooldown rules, and the cap at the largest TPOT-safe batch."""
     import gymnasium as gym
+
+    cap = env.profile.max_batch_for_tpot(env.slo.tpot_s)
+    safe = max((b for b in env.batch_sizes if b <= cap), default=min(env.batch_sizes))
 
     class BatchShield(gym.Wrapper):
         """Replaces a batch-size change the shield would block by "keep the batch"."""
@@ -277,6 +281,9 @@ def _batch_shield_wrapper(env: AutoscaleEnv, shield: ShieldConfig) -> Any:
             sim = env._sim
             if sim is not None:
                 wanted = env.batch_sizes[int(action[1])]
+                if wanted > cap and wanted > sim.batch_size:
+                    wanted = max(safe, min(sim.batch_size, wanted))
+                    action = np.array([action[0], env.batch_sizes.index(wanted)])
                 if wanted != sim.batch_size:
                     blocked = (sim.ready_replicas < shield.min_ready_for_batch
                                or sim.time - self.last_change < shield.batch_cooldown_s
