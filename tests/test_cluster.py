@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aiops.errors import InputError
-from aiops.sim.cluster import ClusterSim
+from aiops.sim.cluster import ClusterSim, SloSpec, feasible_mask
 from aiops.sim.profiles import Profile, available_profiles, load_profile
 from aiops.sim.workloads import Workload
 
@@ -210,3 +210,48 @@ def test_capacity_estimate_is_what_the_simulator_sustains() -> None:
     sim.finish()
     assert sim.result().slo_attainment > 0.95
     assert math.isfinite(cap) and cap > 0
+
+
+def test_feasible_attainment_excludes_prompts_no_fleet_can_prefill_in_time() -> None:
+    # TTFT 0.5 s: at 14k prompt tokens/s and 20 ms overhead the limit is 6,720 tokens.
+    limit = (0.5 - PROFILE.ttft_overhead_s) * PROFILE.prefill_tokens_per_s
+    w = poisson_workload(2.0, 600.0, seed=4)
+    ctx = np.array(w.context_tokens)
+    long_at = np.arange(3, len(w), 50)  # every 50th request has an over-long prompt
+    ctx[long_at] = int(limit) + 500
+    ctx[long_at[::2] + 1] = int(limit) - 1500  # long, feasible with some margin
+    w = Workload(name="some-long", arrivals=w.arrivals, context_tokens=ctx,
+                 generated_tokens=w.generated_tokens, duration=w.duration, meta={})
+    mask = feasible_mask(PROFILE, w.context_tokens)
+    assert int((~mask).sum()) == len(long_at)
+    sim = ClusterSim(PROFILE, w, replicas=4)  # far more than 2 req/s needs: no queueing
+    run(sim, 600.0)
+    sim.finish()
+    res = sim.result()
+    n = len(w)
+    assert res.infeasible_requests == len(long_at)
+    assert res.slo_attainment_feasible == 1.0
+    assert res.slo_attainment == pytest.approx((n - len(long_at)) / n)
+    d = res.as_dict()
+    assert d["infeasible_requests"] == len(long_at)
+    assert d["slo_attainment_feasible"] == 1.0
+
+
+def test_feasible_attainment_still_counts_feasible_misses_and_unserved() -> None:
+    w = poisson_workload(40.0, 600.0)  # one replica cannot keep up: the queue grows
+    sim = ClusterSim(PROFILE, w, replicas=1)
+    run(sim, 600.0)
+    res = sim.result()  # no finish(): part of the queue was never served
+    assert res.unfinished > 0
+    assert res.infeasible_requests == 0
+    assert res.slo_attainment_feasible == pytest.approx(res.slo_attainment)
+    assert res.slo_attainment_feasible < 0.5
+
+
+def test_feasible_mask_uses_the_slo_and_the_decode_step() -> None:
+    ctx = np.array([100, 3000, 7000])
+    assert feasible_mask(PROFILE, ctx).tolist() == [True, True, False]
+    assert feasible_mask(PROFILE, ctx, SloSpec(ttft_s=0.2)).tolist() == [True, False, False]
+    # A TPOT objective below the decode step's fixed cost is unreachable for every request.
+    slow = SloSpec(tpot_s=0.5 * PROFILE.decode_t0_s)
+    assert not feasible_mask(PROFILE, ctx, slow).any()

@@ -92,3 +92,23 @@ def test_help_does_not_import_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+def test_simulate_reports_attainment_over_feasible_requests(tmp_path: Path) -> None:
+    # Two of 60 prompts (9k tokens) cannot be prefilled within TTFT 0.5 s on any fleet.
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    for i in range(60):
+        ctx = 9000 if i in (10, 40) else 400
+        rows.append(f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.0,{ctx},50")
+    trace = tmp_path / "trace.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["simulate", "--workload", str(trace), "--policy",
+                                   "static:replicas=2", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "SLO feas. %" in res.output
+    assert "2 of 60 could not" in " ".join(res.output.split())
+    r = json.loads(out.read_text())["results"]["static:replicas=2"]
+    assert r["infeasible_requests"] == 2
+    assert r["slo_attainment_feasible"] == 1.0
+    assert r["slo_attainment"] == pytest.approx(58 / 60, abs=1e-5)

@@ -25,7 +25,7 @@ from aiops.policy.base import (
     param_float,
     param_int,
 )
-from aiops.sim.cluster import ClusterSim, SloSpec
+from aiops.sim.cluster import ClusterSim, SloSpec, feasible_mask
 from aiops.sim.profiles import Profile
 from aiops.sim.workloads import Workload
 from aiops.types import IntArray, Recommendation
@@ -91,8 +91,7 @@ class OraclePolicy:
         need = np.clip(need, context.min_replicas, context.max_replicas)
         # Requests whose prompt alone takes longer than the TTFT objective to prefill can
         # never meet it, whatever the replica count: the target applies to the others.
-        feasible = (profile.ttft_overhead_s + workload.context_tokens / profile.prefill_tokens_per_s
-                    <= slo.ttft_s)
+        feasible = feasible_mask(profile, workload.context_tokens, slo)
         n_feasible = max(int(feasible.sum()), 1)
         # Needs only grow from round to round, so the first plan that reaches the target is
         # the cheapest found; if none does, keep the one with the best attainment.

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from aiops.sim import kernel as kn
 from aiops.sim.profiles import Profile
@@ -42,6 +43,24 @@ class SloSpec:
 
     ttft_s: float = 0.5
     tpot_s: float = 0.05
+
+
+def feasible_mask(profile: Profile, context_tokens: npt.ArrayLike,
+                  slo: SloSpec | None = None) -> npt.NDArray[np.bool_]:
+    """Which requests could meet the SLO at all: served alone on an idle, ready replica.
+
+    A prompt whose prefill alone (``ttft_overhead_s + context / prefill_tokens_per_s``)
+    outlasts the TTFT objective misses it on any fleet, however large; so does every request
+    when the decode step's fixed cost (``decode_t0_s``, the kernel's floor on TPOT) is above
+    the TPOT objective. SLO attainment "over feasible requests" is measured over this mask:
+    the target a scaler can reach. A request outside it can never meet the SLO in the
+    simulator, so the attainment over all requests is never above the feasible one.
+    """
+    slo = slo or SloSpec()
+    ctx = np.asarray(context_tokens, dtype=np.float64)
+    prefill_ok = profile.ttft_overhead_s + ctx / profile.prefill_tokens_per_s <= slo.ttft_s
+    mask: npt.NDArray[np.bool_] = prefill_ok & (profile.decode_t0_s <= slo.tpot_s)
+    return mask
 
 
 @dataclass
@@ -71,12 +90,18 @@ class SimResult:
     max_replicas: int
     unfinished: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    # Attainment over the requests that could meet the SLO on an idle replica
+    # (:func:`feasible_mask`), and how many could not (they count as missed above).
+    slo_attainment_feasible: float = 1.0
+    infeasible_requests: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
             "gpu_hours": round(self.gpu_hours, 4),
             "cost_usd": round(self.cost_usd, 2),
             "slo_attainment": round(self.slo_attainment, 5),
+            "slo_attainment_feasible": round(self.slo_attainment_feasible, 5),
+            "infeasible_requests": self.infeasible_requests,
             "ttft_p50_s": round(self.ttft_p50_s, 4),
             "ttft_p99_s": round(self.ttft_p99_s, 4),
             "tpot_p99_s": round(self.tpot_p99_s, 5),
@@ -119,6 +144,7 @@ class ClusterSim:
         n = len(workload)
         self._arr = np.ascontiguousarray(workload.arrivals, dtype=np.float64)
         self._ctx = np.ascontiguousarray(workload.context_tokens, dtype=np.float64)
+        self._feasible = feasible_mask(profile, self._ctx, self.slo)
         self._gen = np.ascontiguousarray(np.maximum(workload.generated_tokens, 1), dtype=np.float64)
         # A request that could never fit one replica's KV cache is truncated to fit, as a
         # real server rejects or truncates it; otherwise it would block the queue forever.
@@ -360,12 +386,15 @@ class ClusterSim:
         )
 
     def window_slo(self) -> tuple[int, int]:
-        """Requests admitted during the last step, and how many of them missed the SLO."""
+        """Feasible requests (:func:`feasible_mask`) admitted during the last step, and how
+        many of them missed the SLO. The infeasible ones miss whatever the fleet does, so
+        they carry no signal for a scaler being trained — only noise."""
         lo, hi = self._window_qhead, int(self._st[kn.ST_QHEAD])
         if hi <= lo:
             return 0, 0
+        feasible = self._feasible[lo:hi]
         miss = (self.ttft[lo:hi] > self.slo.ttft_s) | (self.tpot[lo:hi] > self.slo.tpot_s)
-        return hi - lo, int(np.count_nonzero(miss))
+        return int(np.count_nonzero(feasible)), int(np.count_nonzero(miss & feasible))
 
     def unserved(self) -> int:
         """Requests that have arrived (or are still to arrive) and were never admitted."""
@@ -427,6 +456,9 @@ class ClusterSim:
         ok = served & (self.ttft <= self.slo.ttft_s) & (self.tpot <= self.slo.tpot_s)
         # A request that was never served missed its SLO: nothing is silently dropped.
         attainment = float(ok.sum() / n) if n else 1.0
+        feasible = self._feasible
+        n_feasible = int(feasible.sum())
+        attainment_feasible = float((ok & feasible).sum() / n_feasible) if n_feasible else 1.0
         tt = self.ttft[served]
         tp = self.tpot[served]
         ttft50 = float(np.quantile(tt, 0.5)) if tt.size else math.nan
@@ -447,4 +479,6 @@ class ClusterSim:
             scale_downs=self.scale_downs,
             max_replicas=self.max_replicas,
             unfinished=unfinished,
+            slo_attainment_feasible=attainment_feasible,
+            infeasible_requests=n - n_feasible,
         )

@@ -100,6 +100,8 @@ def result_row(result: SimResult, profile: Profile, slo_miss_usd: float) -> dict
     return {
         "gpu_hours": round(result.gpu_hours, 4),
         "slo_attainment": round(result.slo_attainment, 5),
+        "slo_attainment_feasible": round(result.slo_attainment_feasible, 5),
+        "infeasible_requests": float(result.infeasible_requests),
         "score_usd": round(score_usd(result, profile, slo_miss_usd), 3),
         "requests": float(result.requests),
         "scale_ups": float(result.scale_ups),

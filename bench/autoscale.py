@@ -1,0 +1,604 @@
+"""Reactive autoscalers tuned by hindsight vs predictive, PPO and the oracle (issue 5).
+
+For each workload, sweeps the HPA target and the KEDA threshold and reports, for each, the
+cheapest setting that keeps SLO attainment >= the goal (99%), next to ``predictive``,
+``ppo`` (the shipped policy) and the hindsight ``oracle``, and the HPA and KEDA at their
+default settings; then, for predictive and ppo, the saving in GPU-hours against each of
+those and whether the goal of the issue holds for them:
+
+* ppo reaches the goal (SLO attainment >= 99%);
+* it is cheaper than every reactive setting that reaches the goal;
+* it uses at most 15% more GPU-hours than the oracle;
+* it is not worse than predictive: if both reach the goal, no more GPU-hours; if only
+  one does, ppo; if neither does, not both a lower attainment and more GPU-hours.
+
+Attainment is judged by ``--slo-metric``: ``feasible`` (default) counts only the requests
+an idle replica could serve within the SLO (``SimResult.slo_attainment_feasible``) —
+on the Azure code trace ~6% of prompts are too long to prefill within TTFT 0.5 s, so no
+fleet reaches 99% of *all* requests there; ``all`` counts every request.
+
+Every run goes through the loop behind ``aiops simulate`` and the evaluation harness of
+``aiops train`` (``aiops.train.evaluate.run_on``): same workload, profile, starting fleet,
+decision interval and forecast (a naive last-value forecast refitted each decision, as in
+``bench/ppo.py``; ``--no-forecast`` to run without one). Workloads are given as in
+``bench/ppo.py``: ``SPEC[,rate=K][,time=T][,duration=S]``, a CSV path or synthetic:NAME,
+rate-scaled by K, time-scaled by T, cut to S seconds.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/autoscale.py --json /tmp/autoscale.json
+
+prints one table per workload and an overview on stdout (progress on stderr) and writes
+everything as JSON. The default run (four workloads x (10 HPA targets + 7 KEDA thresholds
++ predictive, ppo, oracle) = 80 runs) takes about 4.5 minutes on one core, nine tenths of
+it the NYC-taxi day; ``--jobs N`` runs them in N processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from aiops.errors import InputError
+from aiops.policy import make_policy
+from aiops.policy.base import PolicySpec
+from aiops.policy.hpa import HpaPolicy
+from aiops.policy.keda import KedaPolicy
+from aiops.policy.ppo import DEFAULT_POLICY_DIR, read_meta
+from aiops.sim.profiles import load_profile
+from aiops.sim.runner import peak_replicas
+from aiops.train.evaluate import EvalSetup, EvalWorkload, run_on
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+AZURE = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"
+NYC_TAXI = DATA / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv"
+AZURE_SHOWN = os.path.relpath(AZURE)  # shorter in titles and JSON keys: ../shared/data/...
+DEFAULT_WORKLOADS = (
+    AZURE_SHOWN,
+    f"{AZURE_SHOWN},rate=5",
+    # Taxi trips per 30 min read as requests/s x 0.002: 15-80 req/s, a fleet of 3-15
+    # replicas; one day (00:00 to 24:00 of a Tuesday), so the run takes a minute or so.
+    f"{os.path.relpath(NYC_TAXI)},rate=0.002,duration=86400",
+    "synthetic:diurnal-bursty",
+)
+HPA_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+KEDA_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+SLO_METRICS = {"feasible": "slo_attainment_feasible", "all": "slo_attainment"}
+REACTIVE = ("hpa", "keda")
+PLANNERS = ("predictive", "ppo")
+
+
+def _load_sibling(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench/ is scripts, not a package)."""
+    module_name = f"_bench_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def load_workload(text: str, index: int) -> EvalWorkload:
+    """The workload ``text`` names, built as ``bench/ppo.py`` builds it (seeded by position).
+
+    Cached per process: the parent loads every workload before the pool forks, so workers
+    inherit them; a worker started otherwise loads each one once."""
+    ew: EvalWorkload = _load_sibling("ppo").parse_workload(text, index)
+    return ew
+
+
+# --------------------------------------------------------------------------------------
+# selection and verdicts: pure functions of result rows
+# --------------------------------------------------------------------------------------
+
+Row = Mapping[str, Any]
+
+
+def cheapest_meeting(points: Iterable[Row], metric: str, goal: float) -> Row | None:
+    """The point with the fewest GPU-hours among those with ``point[metric] >= goal``.
+
+    None when no point reaches the goal. Ties on GPU-hours go to the higher attainment,
+    then to the earlier point. Points that failed to run (no ``gpu_hours``) are ignored.
+    GPU-hours need not fall as the target rises (an under-provisioned fleet builds a queue
+    that a reactive scaler then over-corrects), so every point is considered."""
+    best: Row | None = None
+    for p in points:
+        if "gpu_hours" not in p or p.get(metric) is None or p[metric] < goal:
+            continue
+        if best is None or (p["gpu_hours"], -p[metric]) < (best["gpu_hours"], -best[metric]):
+            best = p
+    return best
+
+
+def saving(row: Row, ref: Row | None, metric: str) -> dict[str, float | None] | None:
+    """GPU-hours ``row`` saves against ``ref`` (% of ref's) and its attainment difference."""
+    if ref is None or "gpu_hours" not in row or "gpu_hours" not in ref:
+        return None
+    pct = 100.0 * (1.0 - row["gpu_hours"] / ref["gpu_hours"]) if ref["gpu_hours"] > 0 else None
+    return {"gpu_hours_saved_pct": None if pct is None else round(pct, 1),
+            "slo_diff_pts": round(100.0 * (row[metric] - ref[metric]), 2)}
+
+
+def not_worse(gpu: float, att: float, ref_gpu: float, ref_att: float,
+              goal: float) -> tuple[bool, str]:
+    """Is (gpu, att) not worse than (ref_gpu, ref_att)? Reaching the goal comes first:
+    if both reach it, no more GPU-hours; if only one does, it must be this one; if neither
+    does, not both a lower attainment and more GPU-hours."""
+    mine, theirs = att >= goal, ref_att >= goal
+    if mine and theirs:
+        return gpu <= ref_gpu, "both meet the goal, cost decides"
+    if mine != theirs:
+        return mine, "only one meets the goal"
+    return not (att < ref_att and gpu > ref_gpu), "neither meets the goal, not dominated"
+
+
+def goal_checks(
+    row: Row,
+    *,
+    reactive_points: Iterable[Row],
+    oracle: Row | None,
+    predictive: Row | None,
+    metric: str,
+    goal: float,
+    oracle_margin: float,
+) -> dict[str, Any]:
+    """The issue's goal for one policy's row: each check as ``{"pass", "detail"}``, and
+    ``holds`` (every check passes). A check that cannot be made (its reference did not run)
+    has ``pass`` None and does not count as passed."""
+    checks: dict[str, dict[str, Any]] = {}
+    if "gpu_hours" not in row:
+        return {"checks": checks, "holds": False}
+    gpu, att = row["gpu_hours"], row[metric]
+    checks["meets_slo"] = {"pass": att >= goal,
+                           "detail": f"{100 * att:.2f}% vs goal {100 * goal:g}%"}
+    meeting = [p for p in reactive_points if "gpu_hours" in p and p[metric] >= goal]
+    if meeting:
+        ref = min(meeting, key=lambda p: p["gpu_hours"])
+        checks["cheaper_than_reactive"] = {
+            "pass": gpu < ref["gpu_hours"],
+            "detail": f"{gpu:.2f} vs {ref['gpu_hours']:.2f} GPU-h ({ref.get('spec')})"}
+    else:
+        checks["cheaper_than_reactive"] = {
+            "pass": True, "detail": "vacuous: no reactive setting reaches the goal"}
+    if oracle is not None and "gpu_hours" in oracle:
+        limit = (1.0 + oracle_margin) * oracle["gpu_hours"]
+        checks["near_oracle"] = {
+            "pass": gpu <= limit,
+            "detail": f"{gpu:.2f} vs oracle {oracle['gpu_hours']:.2f} GPU-h "
+                      f"(limit +{100 * oracle_margin:g}%: {limit:.2f})"}
+    else:
+        checks["near_oracle"] = {"pass": None, "detail": "oracle did not run"}
+    if predictive is not None:
+        if "gpu_hours" not in predictive:
+            checks["not_worse_than_predictive"] = {"pass": None,
+                                                   "detail": "predictive did not run"}
+        else:
+            p_gpu, p_att = predictive["gpu_hours"], predictive[metric]
+            ok, why = not_worse(gpu, att, p_gpu, p_att, goal)
+            checks["not_worse_than_predictive"] = {
+                "pass": ok,
+                "detail": f"{gpu:.2f} vs {p_gpu:.2f} GPU-h, {100 * att:.2f}% vs "
+                          f"{100 * p_att:.2f}%: {why}"}
+    return {"checks": checks, "holds": all(c["pass"] is True for c in checks.values())}
+
+
+def summarise_workload(
+    rows: Mapping[str, Row],
+    *,
+    sweeps: Mapping[str, Sequence[tuple[float, str]]],
+    defaults: Mapping[str, str],
+    metric: str,
+    goal: float,
+    oracle_margin: float,
+) -> dict[str, Any]:
+    """One workload's report from its result rows (``{spec: row}``).
+
+    ``sweeps`` maps ``hpa``/``keda`` to their ``(value, spec)`` points, ``defaults`` to the
+    spec of their default setting (one of the points, or a run of its own)."""
+    out: dict[str, Any] = {"sweep": {}, "cheapest": {}, "default": {}, "results": {},
+                           "versus": {}, "goal": {}}
+    for name, points in sweeps.items():
+        out["sweep"][name] = [{"value": v, **rows[s]} for v, s in points]
+        out["cheapest"][name] = cheapest_meeting(out["sweep"][name], metric, goal)
+        out["default"][name] = dict(rows[defaults[name]])
+    for name in (*PLANNERS, "oracle"):
+        if name in rows:
+            out["results"][name] = dict(rows[name])
+    reactive = [p for points in out["sweep"].values() for p in points]
+    refs: dict[str, Row | None] = {}
+    for name in sweeps:
+        refs[f"{name} cheapest"] = out["cheapest"][name]
+        refs[f"{name} default"] = out["default"][name]
+    refs["oracle"] = out["results"].get("oracle")
+    for name in PLANNERS:
+        row = out["results"].get(name)
+        if row is None:
+            continue
+        vs = dict(refs)
+        if name == "ppo":
+            vs["predictive"] = out["results"].get("predictive")
+        out["versus"][name] = {k: saving(row, ref, metric) for k, ref in vs.items()}
+        out["goal"][name] = goal_checks(
+            row, reactive_points=reactive, oracle=refs["oracle"],
+            predictive=out["results"].get("predictive") if name == "ppo" else None,
+            metric=metric, goal=goal, oracle_margin=oracle_margin)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int  # position of the workload: its seed, as in bench/ppo.py
+    workload: str
+    spec: str
+    setup: EvalSetup
+    ppo_dir: str
+
+
+def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
+    """One policy on one workload: its ``SimResult.as_dict()`` row, or ``{"error": ...}``."""
+    t0 = time.perf_counter()
+    ew = load_workload(job.workload, job.index)
+    setup = job.setup
+    ctx = setup.context(ew.workload)
+    try:
+        policy = make_policy(PolicySpec.parse(job.spec), ctx,
+                             peak_replicas=peak_replicas(ew.workload, ctx),
+                             workload=ew.workload, profile=setup.profile, slo=setup.slo,
+                             ppo_default_dir=job.ppo_dir)
+    except InputError as err:
+        return job, {"spec": job.spec, "error": str(err)}
+    # A hindsight plan brings its own starting fleet; every other policy starts alike.
+    result = run_on(policy, ew, setup, start=getattr(policy, "start_replicas", None))
+    row: dict[str, Any] = {"spec": job.spec, **result.as_dict(),
+                           "wall_s": round(time.perf_counter() - t0, 2)}
+    return job, row
+
+
+def with_param(base: str, key: str, value: float) -> str:
+    """``hpa`` + target=0.5 -> ``hpa:target=0.5``; ``hpa:metric=kv`` -> ``...,target=0.5``."""
+    spec = PolicySpec.parse(base)
+    if key in spec.params:
+        raise InputError(f"{base!r}: the sweep sets {key}= itself; leave it out")
+    return f"{base}{',' if ':' in base else ':'}{key}={value:g}"
+
+
+def default_value(name: str, base: str, setup: EvalSetup, ew: EvalWorkload) -> float:
+    """The swept parameter's value when the spec leaves it out."""
+    ctx = setup.context(ew.workload)
+    spec = PolicySpec.parse(base)
+    if name == "hpa":
+        return HpaPolicy.from_spec(spec, ctx).target
+    return KedaPolicy.from_spec(spec, ctx).threshold
+
+
+def plan_jobs(
+    texts: Sequence[str],
+    setup: EvalSetup,
+    *,
+    bases: Mapping[str, str],
+    grids: Mapping[str, Sequence[float]],
+    ppo_dir: str,
+) -> tuple[list[Job], list[dict[str, Any]]]:
+    """Every run the benchmark needs, and per workload the specs of its sweep and defaults.
+
+    A default setting that is on the grid is the grid's run, not a second one."""
+    keys = {"hpa": "target", "keda": "threshold"}
+    jobs: list[Job] = []
+    layout: list[dict[str, Any]] = []
+    for i, text in enumerate(texts):
+        ew = load_workload(text, i)
+        specs: list[str] = []
+        sweeps: dict[str, list[tuple[float, str]]] = {}
+        defaults: dict[str, str] = {}
+        for name in REACTIVE:
+            sweeps[name] = [(v, with_param(bases[name], keys[name], v)) for v in grids[name]]
+            specs += [s for _, s in sweeps[name]]
+            dv = default_value(name, bases[name], setup, ew)
+            on_grid = [s for v, s in sweeps[name] if math.isclose(v, dv)]
+            defaults[name] = on_grid[0] if on_grid else bases[name]
+            if not on_grid:
+                specs.append(bases[name])
+        specs += [*PLANNERS, "oracle"]
+        jobs += [Job(i, text, s, setup, ppo_dir) for s in specs]
+        layout.append({"spec": text, "sweeps": sweeps, "defaults": defaults,
+                       "default_values": {n: default_value(n, bases[n], setup, ew)
+                                          for n in REACTIVE}})
+    return jobs, layout
+
+
+def _cost(job: Job) -> float:
+    """Rough relative run time, to start the longest runs first."""
+    n = len(load_workload(job.workload, job.index).workload)
+    return n * {"oracle": 3.0, "ppo": 1.5}.get(job.spec, 1.0)
+
+
+def run_all(jobs: Sequence[Job], n_procs: int) -> dict[tuple[int, str], dict[str, Any]]:
+    """Run every job (longest first) on up to ``n_procs`` processes, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    ordered = sorted(jobs, key=_cost, reverse=True)
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as progress:
+        task = progress.add_task("simulating", total=len(ordered))
+
+        def record(job: Job, row: dict[str, Any]) -> None:
+            rows[(job.index, job.spec)] = row
+            short = Path(job.workload.split(",")[0]).stem[:16]
+            progress.update(task, advance=1, description=f"{short} {job.spec}"[:44])
+
+        if n_procs <= 1:
+            for job in ordered:
+                record(*run_job(job))
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context().Pool(min(n_procs, len(ordered))) as pool:
+                for job, row in pool.imap_unordered(run_job, ordered):
+                    record(job, row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def render(report: dict[str, Any], metric: str, goal: float) -> list[Any]:
+    """Rich renderables: per workload, the runs, then the planners' savings and verdicts."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[Any] = []
+    goal_txt = f"{100 * goal:g}%"
+    for spec, w in report["workloads"].items():
+        summ = w["workload"]
+        title = (f"{spec}\n{summ['requests']} requests over {summ['duration_s'] / 3600:.1f} h, "
+                 f"{w['infeasible_requests']} infeasible; SLO metric: {metric}")
+        t = Table(title=title, title_justify="left")
+        t.add_column("policy", no_wrap=True)
+        for col in ("GPU-h", "SLO %", "SLO feas. %", "max repl.", "ups"):
+            t.add_column(col, justify="right")
+        t.add_column("note")
+        for name in REACTIVE:
+            cheapest = w["cheapest"][name]
+            default_spec = w["default"][name].get("spec")
+            for p in w["sweep"][name]:
+                notes = []
+                if cheapest is not None and p["spec"] == cheapest["spec"]:
+                    notes.append(f"cheapest >= {goal_txt}")
+                if p["spec"] == default_spec:
+                    notes.append("default")
+                t.add_row(*_cells(p), ", ".join(notes))
+            if all(p["spec"] != default_spec for p in w["sweep"][name]):
+                t.add_row(*_cells(w["default"][name]), "default")
+            if cheapest is None:
+                t.add_row("", "", "", "", "", "", f"{name}: none reaches {goal_txt}",
+                          style="italic")
+            t.add_section()
+        for row in w["results"].values():
+            t.add_row(*_cells(row), "")
+        out.append(t)
+        s = Table(title=f"{short_label(spec)}: GPU-hours saved (%) / SLO difference (pts)",
+                  title_justify="left")
+        s.add_column("vs")
+        names = list(w["versus"])
+        for name in names:
+            s.add_column(name, justify="right")
+        refs = list(dict.fromkeys(k for n in names for k in w["versus"][n]))
+        for ref in refs:
+            cells = []
+            for name in names:
+                v = w["versus"][name].get(ref)
+                cells.append("—" if v is None or v["gpu_hours_saved_pct"] is None else
+                             f"{v['gpu_hours_saved_pct']:+.1f}% / {v['slo_diff_pts']:+.2f}")
+            s.add_row(ref, *cells)
+        out.append(s)
+        for name, g in w["goal"].items():
+            line = Text(f"{name}: goal {'HOLDS' if g['holds'] else 'does not hold'} — ",
+                        style="bold green" if g["holds"] else "bold red")
+            line.append("; ".join(
+                f"{k} {'✓' if c['pass'] else ('?' if c['pass'] is None else '✗')} "
+                f"({c['detail']})" for k, c in g["checks"].items()), style="default")
+            out.append(line)
+        out.append(Text(""))
+    out.append(overview(report, goal))
+    return out
+
+
+def short_label(spec: str) -> str:
+    """``../x/nyc_taxi.csv,rate=0.002`` -> ``nyc_taxi,rate=0.002``."""
+    head, sep, opts = spec.partition(",")
+    return Path(head).stem + sep + opts
+
+
+def overview(report: dict[str, Any], goal: float) -> Any:
+    """Contenders by workload: GPU-hours and attainment of each, and ppo's verdict."""
+    from rich.table import Table
+
+    metric = SLO_METRICS[report["slo_metric"]]
+    t = Table(title=f"Overview: GPU-h / SLO attainment % ({report['slo_metric']} requests); "
+                    f"cheapest = cheapest setting reaching {100 * goal:g}%",
+              title_justify="left")
+    t.add_column("", no_wrap=True)
+    workloads = report["workloads"]
+    for spec in workloads:
+        t.add_column(short_label(spec), justify="right", overflow="fold")
+
+    def cell(row: Row | None, with_value: bool = False) -> str:
+        if row is None:
+            return "none"
+        if "gpu_hours" not in row:
+            return "error"
+        value = f"[{row['value']:g}] " if with_value and "value" in row else ""
+        return f"{value}{row['gpu_hours']:.2f} / {100 * row[metric]:.2f}"
+
+    for name in REACTIVE:
+        t.add_row(f"{name} cheapest [value]",
+                  *(cell(w["cheapest"][name], True) for w in workloads.values()))
+    for name in REACTIVE:
+        t.add_row(f"{name} default", *(cell(w["default"][name]) for w in workloads.values()))
+    for name in (*PLANNERS, "oracle"):
+        t.add_row(name, *(cell(w["results"].get(name)) for w in workloads.values()))
+    for name in PLANNERS:
+        verdicts = []
+        for w in workloads.values():
+            g = w["goal"].get(name)
+            failed = [] if g is None else [k for k, c in g["checks"].items()
+                                           if c["pass"] is not True]
+            verdicts.append("—" if g is None else "holds" if g["holds"]
+                            else "fails: " + ", ".join(failed))
+        t.add_row(f"{name} goal", *verdicts, style="bold" if name == "ppo" else None)
+    return t
+
+
+def _cells(row: Row) -> list[str]:
+    if "error" in row:
+        return [str(row.get("spec")), "error", "", "", "", ""]
+    return [str(row["spec"]), f"{row['gpu_hours']:.2f}", _pct(row["slo_attainment"]),
+            _pct(row["slo_attainment_feasible"]), str(row["max_replicas"]),
+            str(row["scale_ups"])]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: not a comma-separated list of numbers") from None
+    if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", action="append",
+                    help="SPEC[,rate=K][,time=T][,duration=S] (repeatable; default: the "
+                         "Azure code trace, Azure x5, NYC taxi for a day, diurnal-bursty)")
+    ap.add_argument("--hpa-targets", type=_floats, default=HPA_TARGETS,
+                    help="HPA targets to sweep (default %(default)s)")
+    ap.add_argument("--keda-thresholds", type=_floats, default=KEDA_THRESHOLDS,
+                    help="KEDA thresholds to sweep (default %(default)s)")
+    ap.add_argument("--hpa", default="hpa",
+                    help="HPA spec the target is added to, e.g. hpa:metric=kv")
+    ap.add_argument("--keda", default="keda", help="KEDA spec the threshold is added to")
+    ap.add_argument("--slo-metric", choices=sorted(SLO_METRICS), default="feasible",
+                    help="attainment over feasible requests (default) or all requests")
+    ap.add_argument("--goal", type=float, default=0.99, help="SLO attainment goal")
+    ap.add_argument("--oracle-margin", type=float, default=0.15,
+                    help="ppo may use this much more GPU-hours than the oracle")
+    ap.add_argument("--ppo-policy", type=Path, default=DEFAULT_POLICY_DIR)
+    ap.add_argument("--profile", default="llama3-8b-a100")
+    ap.add_argument("--max-replicas", type=int, default=64)
+    ap.add_argument("--no-forecast", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--json", type=Path, dest="json_out", help="write the report here")
+    args = ap.parse_args(argv)
+    if not 0.0 < args.goal <= 1.0:
+        ap.error("--goal must be in (0, 1]")
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+
+    from rich.console import Console
+
+    t0 = time.perf_counter()
+    metric = SLO_METRICS[args.slo_metric]
+    texts = list(args.workload or DEFAULT_WORKLOADS)
+    try:
+        profile = load_profile(args.profile)
+        setup = EvalSetup(profile, max_replicas=args.max_replicas,
+                          with_forecast=not args.no_forecast)
+        bases = {"hpa": args.hpa, "keda": args.keda}
+        jobs, layout = plan_jobs(texts, setup, bases=bases,
+                                 grids={"hpa": args.hpa_targets, "keda": args.keda_thresholds},
+                                 ppo_dir=str(args.ppo_policy))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = run_all(jobs, args.jobs)
+
+    workloads: dict[str, Any] = {}
+    for i, lay in enumerate(layout):
+        ew = load_workload(lay["spec"], i)
+        mine = {spec: row for (j, spec), row in rows.items() if j == i}
+        w = summarise_workload(mine, sweeps=lay["sweeps"], defaults=lay["defaults"],
+                               metric=metric, goal=args.goal, oracle_margin=args.oracle_margin)
+        errors = {s: r["error"] for s, r in mine.items() if "error" in r}
+        infeasible = next((r["infeasible_requests"] for r in mine.values()
+                           if "infeasible_requests" in r), None)
+        workloads[lay["spec"]] = {"workload": ew.workload.summary(),
+                                  "infeasible_requests": infeasible, **w,
+                                  "default_values": lay["default_values"],
+                                  **({"errors": errors} if errors else {})}
+    try:
+        sha = read_meta(args.ppo_policy).get("sha256")
+    except InputError:
+        sha = None
+    report: dict[str, Any] = {
+        "benchmark": "autoscale",
+        "profile": profile.name,
+        "slo": {"ttft_s": setup.slo.ttft_s, "tpot_s": setup.slo.tpot_s},
+        "slo_metric": args.slo_metric,
+        "goal": args.goal,
+        "oracle_margin": args.oracle_margin,
+        "forecast": None if args.no_forecast else "naive",
+        "interval_s": setup.interval_s,
+        "max_replicas": setup.max_replicas,
+        "ppo_policy": str(args.ppo_policy),
+        "ppo_sha256": sha,
+        "sweep": {"hpa": {"base": args.hpa, "param": "target", "grid": list(args.hpa_targets)},
+                  "keda": {"base": args.keda, "param": "threshold",
+                           "grid": list(args.keda_thresholds)}},
+        "runs": len(jobs),
+        "jobs": args.jobs,
+        "workloads": workloads,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    console = Console(width=max(Console().width, 120))
+    for item in render(report, args.slo_metric, args.goal):
+        console.print(item)
+    console.print(f"{len(jobs)} runs in {report['wall_s']:.0f} s with {args.jobs} process(es)")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        console.print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
