@@ -161,10 +161,11 @@ def selection_key(rows: dict[str, dict[str, float]], slo_target: float | None
                   ) -> tuple[float, float]:
     """Order of checkpoints, lowest best. Without a target: the evaluation score (USD).
     With one: first every checkpoint that reaches it on all evaluation workloads, cheapest
-    GPU-hours first; then the others, best worst-case attainment first."""
+    GPU-hours first; then the others, best worst-case attainment first. Attainment is over
+    the feasible requests (what a scaler can reach) where the row has it."""
     if slo_target is None:
         return (0.0, float(sum(r["score_usd"] for r in rows.values())))
-    worst = min(r["slo_attainment"] for r in rows.values())
+    worst = min(r.get("slo_attainment_feasible", r["slo_attainment"]) for r in rows.values())
     if worst >= slo_target:
         return (0.0, float(sum(r["gpu_hours"] for r in rows.values())))
     return (1.0, -worst)
@@ -530,6 +531,8 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
         entry: dict[str, Any] = {
             "timesteps": step, "score_usd": round(score, 3),
             "slo_attainment": {k: r["slo_attainment"] for k, r in rows.items()},
+            "slo_attainment_feasible": {k: r["slo_attainment_feasible"]
+                                        for k, r in rows.items()},
             "gpu_hours": {k: r["gpu_hours"] for k, r in rows.items()}}
         if price is not None:
             entry["slo_miss_usd"] = round(price.price, 5)
