@@ -187,3 +187,39 @@ def test_adds_replicas_ahead_of_a_forecast_ramp() -> None:
     first_hpa = run(HpaPolicy.from_spec(PolicySpec.parse("hpa"), CTX), False)
     assert first_predictive <= ramp_at - CTX.cold_start_s
     assert first_hpa >= ramp_at
+
+
+def test_forecast_plan_scales_down_only_after_a_cold_start() -> None:
+    """A forecast peak that passes keeps its replicas for one cold start (90 s), then
+    lets go; scaling up is never delayed."""
+    p = policy()
+    state = p.initial_state()
+    seen = []
+    for i, level in enumerate([9.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 14.0]):
+        now = 1000.0 + 15.0 * i
+        inp = PolicyInput(snapshot=snap(now, 1, usage=0.1), context=CTX,
+                          forecast=forecast(now, [level] * 20))
+        rec, state = p.decide(inp, state)
+        seen.append(rec.replicas)
+    peak = math.ceil(9.0 * 1.2 / 1.8)  # 6
+    low = math.ceil(1.0 * 1.2 / 1.8)  # 1
+    assert seen[:6] == [peak] * 6  # t = 0..75 s after the peak plan: held
+    assert seen[6] == low  # 90 s later the peak plan has left the window
+    assert seen[8] == math.ceil(14.0 * 1.2 / 1.8)  # a rise is followed at once
+    assert "held at 6" in p.decide(
+        PolicyInput(snapshot=snap(1015.0, 1, usage=0.1), context=CTX,
+                    forecast=forecast(1015.0, [1.0] * 20)),
+        p.decide(PolicyInput(snapshot=snap(1000.0, 1, usage=0.1), context=CTX,
+                             forecast=forecast(1000.0, [9.0] * 20)), p.initial_state())[1],
+    )[0].reason
+
+
+def test_down_window_zero_follows_the_forecast_down_at_once() -> None:
+    p = policy("predictive:down_window=0")
+    s1 = p.decide(PolicyInput(snapshot=snap(1000.0, 1, usage=0.1), context=CTX,
+                              forecast=forecast(1000.0, [9.0] * 20)), p.initial_state())[1]
+    rec, _ = p.decide(PolicyInput(snapshot=snap(1015.0, 1, usage=0.1), context=CTX,
+                                  forecast=forecast(1015.0, [1.0] * 20)), s1)
+    assert rec.replicas == 1
+    with pytest.raises(InputError, match="down_window"):
+        policy("predictive:down_window=-5")

@@ -15,6 +15,11 @@ and one that over-predicts costs replicas, never SLO. This is how AWS predictive
 AIBrix combine the two. ``scale_in=true`` lets the forecast also take replicas away below the
 HPA's answer (cheaper, and as good as the forecast).
 
+The forecast's plan scales down no faster than ``down_window`` (default: one cold start): it
+is the highest plan of that window. The HPA inside stabilizes its own answer, but the
+maximum of the two would otherwise fall the moment a forecast peak passes — and a replica
+removed now is a cold start away if the next forecast (p90 of a noisy series) rises again.
+
 With no forecast, a forecast that does not reach the window, or an unknown per-replica
 capacity, the policy is exactly the HPA, and its reason says why.
 """
@@ -37,7 +42,7 @@ from aiops.policy.base import (
 from aiops.policy.hpa import HpaPolicy, HpaState
 from aiops.types import Forecast, Recommendation
 
-OWN_PARAMS = frozenset({"quantile", "headroom", "scale_in"})
+OWN_PARAMS = frozenset({"quantile", "headroom", "scale_in", "down_window"})
 HPA_PREFIX = "hpa."
 """Parameters spelled ``hpa.<key>=...`` go to the inner HPA (``predictive:hpa.target=0.6``)."""
 
@@ -54,6 +59,7 @@ class PredictiveState:
 
     hpa: HpaState = field(default_factory=HpaState)
     last_forecast_replicas: int | None = None
+    recent_plans: tuple[tuple[float, int], ...] = ()  # (time, forecast plan) in the window
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ class PredictivePolicy:
     name: str = "predictive"
 
     def __init__(self, hpa: HpaPolicy, *, quantile: float = DEFAULT_QUANTILE,
-                 headroom: float = DEFAULT_HEADROOM, scale_in: bool = False) -> None:
+                 headroom: float = DEFAULT_HEADROOM, scale_in: bool = False,
+                 down_window_s: float | None = None) -> None:
         if not 0.0 < headroom <= 1.0:
             raise InputError(f"predictive headroom {headroom} is outside (0, 1]")
         if not 0.0 < quantile < 1.0:
@@ -110,10 +117,14 @@ class PredictivePolicy:
         self.quantile = quantile
         self.headroom = headroom
         self.scale_in = scale_in
+        if down_window_s is not None and not down_window_s >= 0:
+            raise InputError(f"predictive down_window {down_window_s} must be >= 0 s")
+        self.down_window_s = down_window_s
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, context: PolicyContext) -> PredictivePolicy:
-        """``predictive[:quantile=0.9,headroom=0.9,scale_in=false,hpa.<key>=...]``."""
+        """``predictive[:quantile=0.9,headroom=0.9,scale_in=false,down_window=S,
+        hpa.<key>=...]`` (``down_window`` defaults to the context's cold start)."""
         own = {k: v for k, v in spec.params.items() if not k.startswith(HPA_PREFIX)}
         check_known_params(PolicySpec(spec.name, own, spec.text), set(OWN_PARAMS))
         hpa_params = {k[len(HPA_PREFIX):]: v for k, v in spec.params.items()
@@ -126,6 +137,8 @@ class PredictivePolicy:
             quantile=param_float(spec, "quantile", DEFAULT_QUANTILE, lo=0.01, hi=0.99),
             headroom=param_float(spec, "headroom", DEFAULT_HEADROOM, lo=0.01, hi=1.0),
             scale_in=_param_bool(spec, "scale_in", False),
+            down_window_s=(param_float(spec, "down_window", context.cold_start_s, lo=0.0)
+                           if "down_window" in spec.params else None),
         )
 
     def initial_state(self) -> PredictiveState:
@@ -161,6 +174,10 @@ class PredictivePolicy:
         per_replica = ctx.replica_capacity_rps * self.headroom
         need = max(0, math.ceil(win.load_rps / per_replica - 1e-9))
         planned = min(max(need, ctx.min_replicas), ctx.max_replicas)
+        now = inp.snapshot.time
+        window = ctx.cold_start_s if self.down_window_s is None else self.down_window_s
+        recent = (*((t, n) for t, n in state.recent_plans if now - t < window), (now, planned))
+        held = max(n for _, n in recent)
         details.update(forecast_load_rps=win.load_rps, capacity_rps=ctx.replica_capacity_rps,
                        headroom=self.headroom, forecast_replicas=float(planned),
                        window_start=win.start, window_end=win.end)
@@ -169,16 +186,21 @@ class PredictivePolicy:
                 f" needs {need} replica(s) at {per_replica:.2f} req/s each")
         if planned != need:
             lead += f", bounded to {planned}"
+        if held > planned:
+            lead += (f"; held at {held}, the highest forecast plan of the last {window:g} s "
+                     "(scale-down stabilization)")
+        details["stabilized_forecast_replicas"] = float(held)
         if self.scale_in:
-            replicas, rule = planned, "scale_in on: forecast decides"
-        elif planned > hpa_n:
-            replicas, rule = planned, f"above the HPA's {hpa_n}"
+            replicas, rule = held, "scale_in on: forecast decides"
+        elif held > hpa_n:
+            replicas, rule = held, f"above the HPA's {hpa_n}"
         else:
             replicas, rule = hpa_n, f"HPA's {hpa_n} is at least that"
         rec = Recommendation(replicas=replicas, batch_size=None,
                              reason=f"predictive: {lead}; {rule}; HPA: {hpa_rec.reason}",
                              details=details)
-        return rec, PredictiveState(hpa=hpa_state, last_forecast_replicas=planned)
+        return rec, PredictiveState(hpa=hpa_state, last_forecast_replicas=planned,
+                                    recent_plans=recent)
 
 
 __all__ = ["PredictivePolicy", "PredictiveState", "WindowLoad", "window_load"]
