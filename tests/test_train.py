@@ -234,7 +234,7 @@ def test_selection_prefers_the_cheapest_checkpoint_that_meets_the_target() -> No
     cheap_miss = rows((5.0, 0.995), (5.0, 0.97))
     dear_meet = rows((9.0, 0.995), (8.0, 0.991))
     cheaper_meet = rows((8.0, 0.999), (8.0, 0.99))
-    closest_miss = rows((20.0, 0.989), (20.0, 0.999))
+    closest_miss = rows((20.0, 0.989), (20.0, 0.999))  # 0.1 points short in total
     ranked = sorted([cheap_miss, dear_meet, cheaper_meet, closest_miss],
                     key=lambda r: selection_key(r, 0.99))
     assert ranked == [cheaper_meet, dear_meet, closest_miss, cheap_miss]

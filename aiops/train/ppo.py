@@ -158,17 +158,17 @@ class MissPrice:
 
 
 def selection_key(rows: dict[str, dict[str, float]], slo_target: float | None
-                  ) -> tuple[float, float]:
+                  ) -> tuple[float, float, float]:
     """Order of checkpoints, lowest best. Without a target: the evaluation score (USD).
     With one: first every checkpoint that reaches it on all evaluation workloads, cheapest
-    GPU-hours first; then the others, best worst-case attainment first. Attainment is over
-    the feasible requests (what a scaler can reach) where the row has it."""
+    GPU-hours first; then the others, smallest total shortfall from the target first.
+    Attainment is over the feasible requests (what a scaler can reach) where the row has it."""
     if slo_target is None:
-        return (0.0, float(sum(r["score_usd"] for r in rows.values())))
-    worst = min(r.get("slo_attainment_feasible", r["slo_attainment"]) for r in rows.values())
-    if worst >= slo_target:
-        return (0.0, float(sum(r["gpu_hours"] for r in rows.values())))
-    return (1.0, -worst)
+        return (0.0, float(sum(r["score_usd"] for r in rows.values())), 0.0)
+    gpu = float(sum(r["gpu_hours"] for r in rows.values()))
+    short = sum(max(0.0, slo_target - r.get("slo_attainment_feasible", r["slo_attainment"]))
+                for r in rows.values())
+    return (0.0, gpu, 0.0) if short == 0 else (1.0, short, gpu)
 
 
 @dataclass(frozen=True)
@@ -515,7 +515,7 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     tracker = RangeTracker()
     history: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="aiops-train-"))
-    best: dict[str, Any] = {"score": math.inf, "key": (math.inf, math.inf)}
+    best: dict[str, Any] = {"score": math.inf, "key": (math.inf, math.inf, math.inf)}
     target = cfg.reward.slo_target
     price = MissPrice(cfg.reward.slo_miss_usd, target, cfg.reward.price_lr,
                       cfg.reward.price_bounds) if target is not None else None
