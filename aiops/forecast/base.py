@@ -38,7 +38,8 @@ QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 """Levels every forecaster returns: p10 and p90 bound the 80% interval the backtest scores,
 p90 is what the predictive policy provisions for."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: auto keeps online calibration scores and pending forecasts; mstl has ``fast``."""
 META_FILE = "meta.json"
 HISTORY_FILE = "history.npy"
 DEFAULT_MAX_HISTORY = 50_000
