@@ -50,6 +50,8 @@ def train(
         help="SLO attainment to train for (e.g. 0.99): the miss price then adapts until the "
              "training episodes reach it, and the cheapest checkpoint reaching it on every "
              "evaluation workload is kept.")] = None,
+    slo_miss_usd_max: Annotated[float, typer.Option(
+        help="With --slo-target: the highest the adapted miss price may go.")] = 0.1,
     train_shield: Annotated[bool, typer.Option(
         help="Apply the shield's batch-size rules during training.")] = True,
     ent_coef: Annotated[float, typer.Option(
@@ -86,7 +88,8 @@ def train(
             mix=MixConfig(rate_scale=parse_range(rate_scale, "--rate-scale"),
                           time_stretch=parse_range(time_stretch, "--time-stretch")),
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
-            reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target),
+            reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target,
+                                price_bounds=(min(0.0005, slo_miss_usd), slo_miss_usd_max)),
             train_shield=train_shield,
             hyper=PpoHyper(ent_coef=ent_coef),
         )

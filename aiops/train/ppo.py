@@ -116,13 +116,19 @@ class RewardConfig:
     is the cheapest that reaches the target on every evaluation workload. A fixed price
     states a trade-off; operators state an objective, and this turns one into the other."""
     price_lr: float = 0.05
-    price_bounds: tuple[float, float] = (0.0005, 1.0)
+    price_bounds: tuple[float, float] = (0.0005, 0.1)
+    """The price never leaves these bounds: where the target cannot be reached (a flash
+    crowd inside one cold start), an unbounded price would teach "buy the maximum fleet"."""
 
     def __post_init__(self) -> None:
         if not self.slo_miss_usd >= 0:
             raise InputError(f"--slo-miss-usd {self.slo_miss_usd} must be >= 0")
         if self.slo_target is not None and not 0.5 <= self.slo_target < 1.0:
             raise InputError(f"--slo-target {self.slo_target} is outside [0.5, 1)")
+        lo, hi = self.price_bounds
+        if self.slo_target is not None and not 0 < lo <= self.slo_miss_usd <= hi:
+            raise InputError(f"--slo-miss-usd {self.slo_miss_usd} must lie within the price "
+                             f"bounds [{lo:g}, {hi:g}] (--slo-miss-usd-max)")
 
 
 @dataclass
@@ -231,7 +237,8 @@ class TrainConfig:
                  "--slo-miss-usd", f"{self.reward.slo_miss_usd:g}",
                  "--ent-coef", f"{self.hyper.ent_coef:g}"]
         if self.reward.slo_target is not None:
-            args += ["--slo-target", f"{self.reward.slo_target:g}"]
+            args += ["--slo-target", f"{self.reward.slo_target:g}",
+                     "--slo-miss-usd-max", f"{self.reward.price_bounds[1]:g}"]
         if not self.train_shield:
             args.append("--no-train-shield")
         return shlex.join(args)
@@ -494,7 +501,14 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     setup = EvalSetup(profile, max_replicas=cfg.eval_max_replicas, interval_s=cfg.interval_s,
                       slo=SloSpec(), slo_miss_usd=cfg.reward.slo_miss_usd)
     venv = make_vec_env(cfg, profile)
-    first_env: AutoscaleEnv = venv.envs[0].unwrapped
+    envs = venv.envs
+    if cfg.reward.slo_target is not None:
+        # The price of a miss moves over orders of magnitude during training; returns
+        # normalised by their running spread keep the value function's targets in range.
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.hyper.gamma)
+    first_env: AutoscaleEnv = envs[0].unwrapped
     headroom, batch_sizes = cfg.headroom, first_env.batch_sizes
 
     say("evaluating baselines on " + ", ".join(ew.spec for ew in evals))
@@ -519,7 +533,7 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     target = cfg.reward.slo_target
     price = MissPrice(cfg.reward.slo_miss_usd, target, cfg.reward.price_lr,
                       cfg.reward.price_bounds) if target is not None else None
-    inner_envs: list[AutoscaleEnv] = [e.unwrapped for e in venv.envs]
+    inner_envs: list[AutoscaleEnv] = [e.unwrapped for e in envs]
     clock = {"eval_s": 0.0, "start": time.perf_counter()}
 
     def evaluate(step: int) -> float:
