@@ -144,7 +144,7 @@ class MissPrice:
     price: float
     target: float
     lr: float = 0.05
-    bounds: tuple[float, float] = (0.0005, 1.0)
+    bounds: tuple[float, float] = (0.0005, 0.1)
     admitted: int = 0
     missed: int = 0
 
