@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes.forecasters import Offset
 
 from aiops.errors import DataQualityError, InputError
 from aiops.forecast.auto import AutoForecaster
@@ -28,7 +29,6 @@ from aiops.forecast.base import (
     make_forecaster,
     make_from_spec,
     parse_model_spec,
-    register_forecaster,
 )
 from aiops.forecast.season import detect_season
 from aiops.forecast.series import (
@@ -341,23 +341,6 @@ def test_quality_floor_beats_naive_on_seasonal_series(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------- auto
-class Offset(BaseForecaster):
-    """Deliberately bad: the last value plus a large offset. It must lose its backtest."""
-
-    name = "offset_test_model"
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
-
-    def _fit(self, timestamps: FloatArray, values: FloatArray) -> None:
-        pass
-
-    def _predict(self, horizon: int) -> tuple[FloatArray, Mapping[float, FloatArray]]:
-        p = np.full(horizon, self.history_[-1] + 25.0)
-        return p, {0.1: p - 1, 0.5: p, 0.9: p + 1}
-
-
-register_forecaster(Offset.name, Offset)
 
 
 @pytest.mark.parametrize("make_series", [seasonal, random_walk])

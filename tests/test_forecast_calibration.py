@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes.forecasters import Offset
 
 from aiops.errors import InputError
 from aiops.forecast import stats
@@ -326,23 +327,6 @@ def test_fast_mstl_has_no_look_ahead() -> None:
     assert not np.array_equal(ra.forecasts[-1].mean, rb.forecasts[-1].mean)
 
 
-class Offset(BaseForecaster):
-    """The last value plus a large offset: it must lose its backtest."""
-
-    name = "offset_calibration_test"
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
-
-    def _fit(self, timestamps: FloatArray, values: FloatArray) -> None:
-        pass
-
-    def _predict(self, horizon: int) -> tuple[FloatArray, Mapping[float, FloatArray]]:
-        p = np.full(horizon, self.history_[-1] + 25.0)
-        return p, {0.1: p - 1, 0.5: p, 0.9: p + 1}
-
-
-register_forecaster(Offset.name, Offset)
 
 
 def test_auto_with_mstl_never_uses_a_model_that_lost() -> None:
