@@ -98,15 +98,23 @@ class PrometheusConfig(_Model):
     stale_after_s: float = Field(120.0, gt=0, description="a sample older than this is stale")
     rate_window_s: float = Field(60.0, gt=0, description="window of rate() and quantiles")
 
-    @model_validator(mode="after")
-    def _auth(self) -> PrometheusConfig:
+    def auth_conflict(self) -> str | None:
+        """What is wrong with the combination of credentials set, or None. Also asked by
+        the Prometheus source, which may be handed a config built without validation."""
         if self.bearer_token_file is not None and self.bearer_token_env is not None:
-            raise ValueError("set bearer_token_file or bearer_token_env, not both")
+            return "set bearer_token_file or bearer_token_env, not both"
         bearer = self.bearer_token_file is not None or self.bearer_token_env is not None
         if bearer and self.basic_auth_user is not None:
-            raise ValueError("set bearer token or basic auth, not both")
+            return "set bearer token or basic auth, not both"
         if self.basic_auth_password_env is not None and self.basic_auth_user is None:
-            raise ValueError("basic_auth_password_env needs basic_auth_user")
+            return "basic_auth_password_env needs basic_auth_user"
+        return None
+
+    @model_validator(mode="after")
+    def _auth(self) -> PrometheusConfig:
+        problem = self.auth_conflict()
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -579,6 +579,13 @@ def test_conflicting_auth_settings_are_rejected(cfg: dict[str, Any]) -> None:
                      environ={})
 
 
+def test_source_refuses_conflicting_auth_in_an_unvalidated_config() -> None:
+    cfg = PrometheusConfig.model_construct(url="http://prom", bearer_token_env="T",
+                                           basic_auth_user="u")
+    with pytest.raises(InputError, match="prometheus: set bearer token or basic auth"):
+        PrometheusSource(cfg, SimClock(AT))
+
+
 @pytest.mark.parametrize("verify", [True, False])
 def test_tls_verification_follows_the_config(verify: bool) -> None:
     src = PrometheusSource(PrometheusConfig(url="https://prom.example", verify_tls=verify),

@@ -201,13 +201,9 @@ class PrometheusSource:
         environ: Mapping[str, str] | None = None,
         session: requests.Session | None = None,
     ) -> None:
-        if cfg.bearer_token_file is not None and cfg.bearer_token_env is not None:
-            raise InputError("prometheus: set bearer_token_file or bearer_token_env, not both")
-        bearer = cfg.bearer_token_file is not None or cfg.bearer_token_env is not None
-        if bearer and cfg.basic_auth_user is not None:
-            raise InputError("prometheus: set bearer token or basic auth, not both")
-        if cfg.basic_auth_password_env is not None and cfg.basic_auth_user is None:
-            raise InputError("prometheus: basic_auth_password_env needs basic_auth_user")
+        problem = cfg.auth_conflict()
+        if problem is not None:
+            raise InputError(f"prometheus: {problem}")
         q.duration(rate_window_s)  # fail fast on a bad window
         self.cfg = cfg
         self.clock = clock
