@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes.apiserver import strategic_merge as fake_strategic_merge
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
@@ -61,10 +62,6 @@ class RenderError(Exception):
 
 
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "patches"}
-# patchMergeKey of the lists the patches may touch (from the Kubernetes API types); every
-# other list is replaced whole, as strategic merge patch does.
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:
@@ -76,29 +73,9 @@ def obj_id(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
-def strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
-    """The strategic-merge-patch subset: maps merge, keyed lists merge, other lists replace.
-
-    Items of a keyed list that are new go first, as kustomize places them.
-    """
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            elif k in out:
-                out[k] = strategic_merge(out[k], v, k)
-            else:
-                out[k] = copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
-        key = MERGE_KEYS[field]
-        patched = {item[key]: item for item in patch}
-        merged = [strategic_merge(item, patched[item[key]], "") if item[key] in patched
-                  else item for item in base]
-        have = {item[key] for item in base}
-        return [copy.deepcopy(i) for i in patch if i[key] not in have] + merged
-    return copy.deepcopy(patch)
+def strategic_merge(base: Any, patch: Any) -> Any:
+    """A kustomize patch: the fake API server's strategic merge, new keyed items first."""
+    return fake_strategic_merge(base, patch, new_first=True)
 
 
 def render(directory: Path) -> list[dict[str, Any]]:

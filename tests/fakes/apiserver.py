@@ -66,6 +66,7 @@ MERGE_KEYS: dict[str, str] = {
     "volumes": "name",
     "volumeMounts": "mountPath",
     "ports": "containerPort",
+    "imagePullSecrets": "name",
 }
 
 MICRO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")
@@ -173,8 +174,12 @@ class _Route:
 
 
 # --------------------------------------------------------------------------- patches
-def strategic_merge(original: Any, patch: Any, key: str = "") -> Any:
-    """Apply a strategic merge patch (the subset a Deployment's pod template needs)."""
+def strategic_merge(original: Any, patch: Any, key: str = "", *, new_first: bool = False) -> Any:
+    """Apply a strategic merge patch (the subset a Deployment's pod template needs).
+
+    Maps merge, keyed lists (``MERGE_KEYS``) merge by key, other lists replace. New items of
+    a keyed list are appended, as the API server does, or put first with ``new_first``, as
+    kustomize renders its patches."""
     if isinstance(patch, dict) and isinstance(original, dict):
         out = dict(original)
         for k, v in patch.items():
@@ -183,23 +188,24 @@ def strategic_merge(original: Any, patch: Any, key: str = "") -> Any:
             if v is None:
                 out.pop(k, None)
             elif k in out:
-                out[k] = strategic_merge(out[k], v, k)
+                out[k] = strategic_merge(out[k], v, k, new_first=new_first)
             else:
                 out[k] = copy.deepcopy(v)
         return out
     if isinstance(patch, list) and isinstance(original, list) and key in MERGE_KEYS:
         mk = MERGE_KEYS[key]
         out_list = [copy.deepcopy(x) for x in original]
+        added = []
         for item in patch:
             if not isinstance(item, dict) or mk not in item:
                 raise ApiError(400, f"strategic merge patch: every {key} item needs {mk!r}")
             for i, existing in enumerate(out_list):
                 if isinstance(existing, dict) and existing.get(mk) == item[mk]:
-                    out_list[i] = strategic_merge(existing, item, "")
+                    out_list[i] = strategic_merge(existing, item, "", new_first=new_first)
                     break
             else:
-                out_list.append(copy.deepcopy(item))
-        return out_list
+                added.append(copy.deepcopy(item))
+        return added + out_list if new_first else out_list + added
     return copy.deepcopy(patch)
 
 
