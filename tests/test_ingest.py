@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from fakes.loopback import LoopbackHTTP
 
 from aiops.clock import SimClock
 from aiops.config import PrometheusConfig, TargetConfig, parse_config
@@ -110,48 +110,38 @@ class FakePrometheus:
 def fake() -> Iterator[FakePrometheus]:
     state = FakePrometheus()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, params: dict[str, str]) -> None:
-            state.requests.append(Request(urlparse(self.path).path, params, dict(self.headers)))
-            if urlparse(self.path).path not in ("/api/v1/query", "/api/v1/query_range"):
-                canned = Canned(b"404 page not found", status=404)
-            else:
-                canned = state.answer(params.get("query", ""))
-            if canned.delay:
-                time.sleep(canned.delay)
-            body = canned.body if isinstance(canned.body, bytes) else json.dumps(
-                canned.body).encode()
-            try:
-                self.send_response(canned.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-                pass
-
-        def do_GET(self) -> None:
-            qs = parse_qs(urlparse(self.path).query)
-            self._reply({k: v[-1] for k, v in qs.items()})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            qs = parse_qs(self.rfile.read(length).decode())
-            self._reply({k: v[-1] for k, v in qs.items()})
-
-        def log_message(self, format: str, *args: Any) -> None:
+    def serve(h: BaseHTTPRequestHandler) -> None:
+        url = urlparse(h.path)
+        if h.command == "POST":
+            length = int(h.headers.get("Content-Length", 0))
+            qs = parse_qs(h.rfile.read(length).decode())
+        else:
+            qs = parse_qs(url.query)
+        params = {k: v[-1] for k, v in qs.items()}
+        state.requests.append(Request(url.path, params, dict(h.headers)))
+        if url.path not in ("/api/v1/query", "/api/v1/query_range"):
+            canned = Canned(b"404 page not found", status=404)
+        else:
+            canned = state.answer(params.get("query", ""))
+        if canned.delay:
+            time.sleep(canned.delay)
+        body = canned.body if isinstance(canned.body, bytes) else json.dumps(
+            canned.body).encode()
+        try:
+            h.send_response(canned.status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}"
+    server = LoopbackHTTP(serve).start()
+    state.url = server.url
     try:
         yield state
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def target(**kw: Any) -> TargetConfig:

@@ -44,12 +44,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes.client
+
+from .loopback import LoopbackHTTP
 
 JSON = dict[str, Any]
 
@@ -402,39 +404,16 @@ class FakeApiServer:
         self._rv = 1000
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTP(self._serve)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeApiServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else ~40 ms per answer (delayed ACK)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def _serve(self) -> None:
-                server._serve(self)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
 
     def __enter__(self) -> FakeApiServer:
         return self.start()
@@ -444,12 +423,11 @@ class FakeApiServer:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return int(self._httpd.server_address[1])
+        return self._http.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._http.url
 
     def configuration(self) -> kubernetes.client.Configuration:
         """A client configuration for this server, as a kubeconfig would give it."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .loopback import LoopbackHTTP
 
 
 @dataclass
@@ -57,39 +59,19 @@ class FakeGrafana:
         self._fail: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._http = LoopbackHTTP(self._serve)
 
     def fail_next(self, status: int = 500, times: int = 1) -> None:
         with self._lock:
             self._fail.extend([status] * times)
 
     def start(self) -> FakeGrafana:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else ~40 ms per answer (delayed ACK)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                server._serve(self)
-
-            def do_GET(self) -> None:
-                server._serve(self)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        self._http.stop()
 
     def __enter__(self) -> FakeGrafana:
         return self.start()
@@ -99,8 +81,7 @@ class FakeGrafana:
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self._http.url
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
