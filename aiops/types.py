@@ -143,6 +143,10 @@ class Clamp:
     after: int
     detail: str = ""
 
+    def text(self) -> str:
+        """``rule before→after``: how Events, annotations and the report name a clamp."""
+        return f"{self.rule} {self.before}→{self.after}"
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -139,7 +139,7 @@ def explain(target: TargetConfig, decision: Decision, *,
     parts = [head, policy]
     if decision.clamps:
         parts.append("guardrails: " + ", ".join(
-            f"{c.rule} {c.before}→{c.after}" + (f" ({c.detail})" if c.detail else "")
+            c.text() + (f" ({c.detail})" if c.detail else "")
             for c in decision.clamps))
     return Explanation(reason=reason, warning=fallback, action=action, rules=rules,
                        text=_truncate("; ".join(parts), max_len))

@@ -53,7 +53,6 @@ from aiops.report.model import (
     BatchAdvice,
     BatchOption,
     Change,
-    ClampNote,
     ForecastInfo,
     PolicyFigures,
     Report,
@@ -310,8 +309,7 @@ def _changes(out: RunOutput, guarded: GuardedPolicy[Any], start: int, batch0: in
     for i in range(len(tl.time)):
         r, b = int(tl.desired[i]), int(tl.batch[i])
         if r != prev_r or b != prev_b:
-            clamps = tuple(ClampNote(c.rule, c.before, c.after, c.detail)
-                           for c in decisions[i].clamps) if aligned else ()
+            clamps = tuple(decisions[i].clamps) if aligned else ()
             # The policy's own reason; the clamps are listed apart (the timeline's reason
             # has them appended, for logs).
             why = decisions[i].recommendation.reason if aligned else tl.reasons[i]

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # aiops.types imports numpy, which this module must not
+    from aiops.types import Clamp
 
 REPORT_FORMAT = 1
 """Version of the JSON layout; bumped when a key changes meaning or disappears."""
@@ -299,23 +302,6 @@ def overall_verdict(targets: Sequence[TargetReport]) -> Verdict | None:
 
 # --------------------------------------------------------------------------- details
 @dataclass(frozen=True)
-class ClampNote:
-    """One guardrail that moved the recommendation on a tick (``aiops.types.Clamp``)."""
-
-    rule: str
-    before: int
-    after: int
-    detail: str = ""
-
-    def text(self) -> str:
-        return f"{self.rule} {self.before}→{self.after}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "before": self.before, "after": self.after,
-                "detail": self.detail}
-
-
-@dataclass(frozen=True)
 class Change:
     """One change aiops would have made: replicas and/or batch size, with its reasons.
 
@@ -329,7 +315,7 @@ class Change:
     batch_before: int
     batch_after: int
     reason: str
-    clamps: tuple[ClampNote, ...] = ()
+    clamps: tuple[Clamp, ...] = ()
 
     @property
     def action(self) -> str:
@@ -349,7 +335,7 @@ class Change:
             "batch_before": self.batch_before,
             "batch_after": self.batch_after,
             "reason": self.reason,
-            "guardrails": [c.as_json() for c in self.clamps],
+            "guardrails": [asdict(c) for c in self.clamps],
         }
 
 

@@ -106,8 +106,7 @@ class GuardedPolicy(Generic[S]):
             batch = decision.batch_size
         reason = rec.reason
         if decision.clamps:
-            reason += "; guardrails: " + ", ".join(
-                f"{c.rule} {c.before}→{c.after}" for c in decision.clamps)
+            reason += "; guardrails: " + ", ".join(c.text() for c in decision.clamps)
         out = Recommendation(replicas=decision.replicas, batch_size=batch, reason=reason,
                              details=rec.details)
         return out, GuardedState(inner_state, guard)
