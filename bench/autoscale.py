@@ -97,6 +97,11 @@ REACTIVE = ("hpa", "keda")
 PLANNERS = ("predictive", "ppo")
 
 
+def is_ppo(spec: str) -> bool:
+    """``ppo`` or a variant of it (``ppo:slo_miss_usd=0.05``): judged against predictive."""
+    return spec == "ppo" or spec.startswith("ppo:")
+
+
 def _load_sibling(name: str) -> ModuleType:
     """``bench/<name>.py`` as a module (bench/ is scripts, not a package)."""
     module_name = f"_bench_{name}"
@@ -339,6 +344,7 @@ def summarise_workload(
     goal: float,
     oracle_margin: float,
     static: Mapping[str, Any] | None = None,
+    planners: Sequence[str] = PLANNERS,
 ) -> dict[str, Any]:
     """One workload's report from its result rows (``{spec: row}``).
 
@@ -351,7 +357,7 @@ def summarise_workload(
         out["sweep"][name] = [{"value": v, **rows[s]} for v, s in points]
         out["cheapest"][name] = cheapest_meeting(out["sweep"][name], metric, goal)
         out["default"][name] = dict(rows[defaults[name]])
-    for name in (*PLANNERS, "oracle"):
+    for name in (*planners, "oracle"):
         if name in rows:
             out["results"][name] = dict(rows[name])
     reactive = [p for points in out["sweep"].values() for p in points]
@@ -374,17 +380,17 @@ def summarise_workload(
     best = best_reference(candidates, refs["oracle"], metric=metric, goal=goal,
                           oracle_margin=oracle_margin)
     out["best_reference"] = best
-    for name in PLANNERS:
+    for name in planners:
         row = out["results"].get(name)
         if row is None:
             continue
         vs = dict(refs)
-        if name == "ppo":
+        if is_ppo(name):
             vs["predictive"] = out["results"].get("predictive")
         out["versus"][name] = {k: saving(row, ref, metric) for k, ref in vs.items()}
         out["goal"][name] = goal_checks(
             row, reactive_points=reactive, oracle=refs["oracle"],
-            predictive=out["results"].get("predictive") if name == "ppo" else None,
+            predictive=out["results"].get("predictive") if is_ppo(name) else None,
             metric=metric, goal=goal, oracle_margin=oracle_margin)
         # Information beside the verdict, not a check: it does not change "holds".
         out["goal"][name]["oracle_gap_reachable"] = best["oracle_gap_reachable"]
@@ -450,6 +456,7 @@ def plan_jobs(
     bases: Mapping[str, str],
     grids: Mapping[str, Sequence[float]],
     ppo_dir: str,
+    planners: Sequence[str] = PLANNERS,
 ) -> tuple[list[Job], list[dict[str, Any]]]:
     """Every run the benchmark needs, and per workload the specs of its sweep and defaults.
 
@@ -470,7 +477,7 @@ def plan_jobs(
             defaults[name] = on_grid[0] if on_grid else bases[name]
             if not on_grid:
                 specs.append(bases[name])
-        specs += [*PLANNERS, "oracle"]
+        specs += [*planners, "oracle"]
         jobs += [Job(i, text, s, setup, ppo_dir) for s in specs]
         layout.append({"spec": text, "sweeps": sweeps, "defaults": defaults,
                        "default_values": {n: default_value(n, bases[n], setup, ew)
@@ -481,7 +488,7 @@ def plan_jobs(
 def _cost(job: Job) -> float:
     """Rough relative run time, to start the longest runs first."""
     n = len(load_workload(job.workload, job.index).workload)
-    return n * {"oracle": 3.0, "ppo": 1.5}.get(job.spec, 1.0)
+    return n * (3.0 if job.spec == "oracle" else 1.5 if is_ppo(job.spec) else 1.0)
 
 
 @dataclass(frozen=True)
@@ -747,9 +754,10 @@ def overview(report: dict[str, Any], goal: float) -> Any:
     t.add_section()
     for name in REACTIVE:
         t.add_row(f"{name} default", *(cell(w["default"][name]) for w in workloads.values()))
-    for name in (*PLANNERS, "oracle"):
-        t.add_row(name, *(cell(w["results"].get(name)) for w in workloads.values()))
-    for name in PLANNERS:
+    planners = report.get("planners", PLANNERS)
+    for name in (*planners, "oracle"):
+        t.add_row(escape(name), *(cell(w["results"].get(name)) for w in workloads.values()))
+    for name in planners:
         verdicts = []
         for w in workloads.values():
             g = w["goal"].get(name)
@@ -757,7 +765,7 @@ def overview(report: dict[str, Any], goal: float) -> Any:
                                            if c["pass"] is not True]
             verdicts.append("—" if g is None else "holds" if g["holds"]
                             else "fails: " + (", ".join(failed) or "did not run"))
-        t.add_row(f"{name} goal", *verdicts, style="bold" if name == "ppo" else None)
+        t.add_row(escape(f"{name} goal"), *verdicts, style="bold" if is_ppo(name) else None)
     return t
 
 
@@ -812,6 +820,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--oracle-margin", type=float, default=0.15,
                     help="ppo may use this much more GPU-hours than the oracle")
     ap.add_argument("--ppo-policy", type=Path, default=DEFAULT_POLICY_DIR)
+    ap.add_argument("--ppo-variant", action="append", default=[], metavar="SPEC",
+                    help="also run ppo with these parameters, judged like ppo (repeatable), "
+                         "e.g. ppo:slo_miss_usd=0.05 for a price-conditioned policy")
     ap.add_argument("--profile", default="llama3-8b-a100")
     ap.add_argument("--max-replicas", type=int, default=64)
     ap.add_argument("--no-forecast", action="store_true")
@@ -832,6 +843,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     metric = SLO_METRICS[args.slo_metric]
     texts = list(args.workload or DEFAULT_WORKLOADS)
+    planners = list(dict.fromkeys([*PLANNERS, *args.ppo_variant]))
+    if not all(is_ppo(v) for v in args.ppo_variant):
+        ap.error("--ppo-variant takes ppo:KEY=VALUE,... specs")
     try:
         profile = load_profile(args.profile)
         setup = EvalSetup(profile, max_replicas=args.max_replicas,
@@ -839,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bases = {"hpa": args.hpa, "keda": args.keda}
         jobs, layout = plan_jobs(texts, setup, bases=bases,
                                  grids={"hpa": args.hpa_targets, "keda": args.keda_thresholds},
-                                 ppo_dir=str(args.ppo_policy))
+                                 ppo_dir=str(args.ppo_policy), planners=planners)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -855,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = {spec: row for (j, spec), row in rows.items() if j == i}
         w = summarise_workload(mine, sweeps=lay["sweeps"], defaults=lay["defaults"],
                                metric=metric, goal=args.goal, oracle_margin=args.oracle_margin,
-                               static=static.get(i))
+                               static=static.get(i), planners=planners)
         probes = static[i]["probes"] if i in static else []
         errors = {s: r["error"] for s, r in [*mine.items(), *((p["spec"], p) for p in probes)]
                   if "error" in r}
@@ -880,6 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "interval_s": setup.interval_s,
         "max_replicas": setup.max_replicas,
         "ppo_policy": str(args.ppo_policy),
+        "planners": planners,
         "ppo_sha256": sha,
         "sweep": {"hpa": {"base": args.hpa, "param": "target", "grid": list(args.hpa_targets)},
                   "keda": {"base": args.keda, "param": "threshold",

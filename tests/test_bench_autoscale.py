@@ -126,6 +126,31 @@ def test_summary_reports_cheapest_defaults_savings_and_the_goal() -> None:
     assert not none_reach["holds"]
 
 
+def test_a_ppo_variant_is_judged_like_ppo() -> None:
+    """``--ppo-variant ppo:slo_miss_usd=0.05`` gets its own row, savings (predictive among
+    them) and the four checks, without changing ppo's."""
+    variant = "ppo:slo_miss_usd=0.05"
+    rows = {
+        "hpa:target=0.3": point("hpa:target=0.3", 12.0, 0.995),
+        "keda": point("keda", 40.0, 0.68),
+        "predictive": point("predictive", 11.0, 0.991),
+        "ppo": point("ppo", 8.0, 0.95),
+        variant: point(variant, 11.5, 0.996),
+        "oracle": point("oracle", 9.5, 0.992),
+    }
+    kw: dict[str, Any] = {"sweeps": {"hpa": [(0.3, "hpa:target=0.3")], "keda": []},
+                          "defaults": {"hpa": "hpa:target=0.3", "keda": "keda"},
+                          "metric": FEAS, "goal": 0.99, "oracle_margin": 0.15}
+    out = bench.summarise_workload(rows, planners=(*bench.PLANNERS, variant), **kw)
+    assert out["results"][variant]["gpu_hours"] == 11.5
+    assert out["versus"][variant]["predictive"]["gpu_hours_saved_pct"] == pytest.approx(-4.5)
+    checks = out["goal"][variant]["checks"]
+    assert checks["meets_slo"]["pass"] and checks["cheaper_than_reactive"]["pass"]
+    assert checks["not_worse_than_predictive"]["pass"] is False  # both reach it; dearer
+    assert out["goal"]["ppo"]["checks"]["meets_slo"]["pass"] is False
+    assert variant not in bench.summarise_workload(rows, **kw)["results"]
+
+
 def fleet(passes_from: int | None,
           calls: list[int] | None = None) -> Callable[[int], dict[str, Any]]:
     """A fake fixed fleet: monotone GPU-hours, attainment >= 99% from ``passes_from`` up."""
