@@ -256,3 +256,22 @@ def test_training_with_an_slo_target_records_the_adapted_price(tmp_path: Path) -
 def test_slo_target_out_of_range_is_an_input_error() -> None:
     with pytest.raises(InputError, match="--slo-target"):
         RewardConfig(slo_target=1.0)
+
+
+def test_evaluation_runs_above_the_setups_floor() -> None:
+    """EvalSetup.min_replicas is the floor of every run: the HPA on a light load would
+    shrink to one replica, and with a floor of 5 pays for five the whole hour."""
+    from aiops.policy.hpa import HpaPolicy
+    from aiops.sim.profiles import load_profile
+    from aiops.sim.workloads import rate_scale, synthetic
+    from aiops.train.evaluate import EvalSetup, EvalWorkload, run_on
+
+    ew = EvalWorkload("synthetic:steady", rate_scale(synthetic("steady", seed=0,
+                                                               duration=1800.0), 0.1, seed=0))
+    profile = load_profile("llama3-8b-a100")
+    free = run_on(HpaPolicy(), ew, EvalSetup(profile, with_forecast=False))
+    floored = run_on(HpaPolicy(), ew, EvalSetup(profile, with_forecast=False, min_replicas=5))
+    assert free.gpu_hours < 1.5 * 0.5  # a replica or so for half an hour
+    assert floored.gpu_hours >= 5 * 0.5 - 1e-9
+    with pytest.raises(InputError, match="min_replicas"):
+        EvalSetup(profile, min_replicas=65)

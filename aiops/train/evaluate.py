@@ -119,9 +119,19 @@ class EvalSetup:
     slo: SloSpec = field(default_factory=SloSpec)
     slo_miss_usd: float = 0.005
     with_forecast: bool = True
+    min_replicas: int = 1
+    """The floor every policy runs above (the daemon's ``min_replicas`` guardrail): a fleet
+    kept standing for the surprise no policy sees coming, which benchmarks tune in
+    hindsight like an HPA target."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.max_replicas:
+            raise InputError(f"min_replicas {self.min_replicas} must lie in "
+                             f"[0, max_replicas={self.max_replicas}]")
 
     def context(self, w: Workload) -> PolicyContext:
-        return planning_context(self.profile, w, max_replicas=self.max_replicas,
+        return planning_context(self.profile, w, min_replicas=self.min_replicas,
+                                max_replicas=self.max_replicas,
                                 interval_s=self.interval_s, slo=self.slo)
 
 
