@@ -1,4 +1,5 @@
-"""Reactive autoscalers and fixed fleets tuned by hindsight vs predictive, PPO and the oracle.
+"""Reactive autoscalers, floors and fixed fleets tuned by hindsight vs predictive, PPO and
+the oracle.
 
 For each workload (issue 5), sweeps the HPA target and the KEDA threshold and reports, for
 each, the cheapest setting that keeps SLO attainment >= the goal (99%), next to
@@ -6,18 +7,44 @@ each, the cheapest setting that keeps SLO attainment >= the goal (99%), next to
 KEDA at their default settings. It also finds the smallest fixed fleet that reaches the goal
 (``static:replicas=N``, N found by bisection over 1..--max-replicas; ``--no-static`` skips
 it): on some workloads no HPA/KEDA setting reaches 99% but a fleet sized in hindsight does,
-so it is the honest reference for "reaching the goal without seeing the future". The
-cheapest of all these hindsight-tuned settings (HPA, KEDA, static) that reaches the goal is
-the *best no-foresight reference*, shown with its GPU-hours over the oracle's.
+so it is the honest reference for "reaching the goal without seeing the future".
 
-Then, for predictive and ppo, the saving in GPU-hours against each of those and whether the
-goal of the issue holds for them:
+Floors. The daemon's ``min_replicas`` guardrail keeps a floor of replicas standing under
+whatever the autoscaler decides. On bursty workloads an autoscaler above a floor reaches
+99% cheaper than a fixed fleet: the floor takes the burst no policy sees coming, the
+autoscaler the slow swell (synthetic:diurnal-bursty: ppo above 5 replicas 8.56 GPU-h at
+99.91%, a fixed fleet of 6 9.01 GPU-h). A floor is an operator setting tuned in hindsight
+just like the HPA target, so the fair comparison tunes it for every autoscaler: for each
+policy in ``--floor-search`` (default hpa, predictive, ppo; ``--no-floor-search`` skips)
+the smallest floor N at which it reaches the goal, by the same bisection, run by the same
+scheduler, as the fixed fleet. Floor 1 is the policy's plain run: when that reaches the
+goal, N = 1 and nothing is probed. Otherwise the probes bisect 2..N_static, the fixed
+fleet's answer (a floor at or above it costs at least that fleet), or 2..--max-replicas
+when no fixed fleet reaches the goal or ``--no-static``; a search starts once its
+workload's fixed-fleet search and the policy's plain run have ended. A probe's row keeps
+the policy's spec and carries ``min_replicas`` (shown as ``ppo + floor 5``); the answer
+goes by ``<spec>+floor`` (``hpa+floor``, ``ppo+floor``) in ``results``, ``versus`` and
+``goal``, and each search is reported under ``floors`` in the JSON (``{spec: {spec run,
+found, min_replicas, probes, max_floor}}``). ``hpa`` is searched from the HPA default's
+run (``hpa:target=0.7``); a spec that is not run anyway (``hpa:target=0.35``) adds its
+plain run.
+
+The cheapest of all these hindsight-tuned settings (HPA, KEDA, static, and HPA/KEDA above
+their tuned floor, kind ``hpa+floor``) that reaches the goal is the *best no-foresight
+reference*, shown with its GPU-hours over the oracle's.
+
+Then, for predictive and ppo and for each above its tuned floor (``predictive+floor``,
+``ppo+floor``), the saving in GPU-hours against each of those and whether the goal of the
+issue holds for them:
 
 * ppo reaches the goal (SLO attainment >= 99%);
-* it is cheaper than every reactive setting that reaches the goal;
+* it is cheaper than every reactive setting that reaches the goal, the floor-tuned
+  HPA/KEDA among them (a reactive setting tuned in hindsight includes its floor);
 * it uses at most 15% more GPU-hours than the oracle;
 * it is not worse than predictive: if both reach the goal, no more GPU-hours; if only
   one does, ppo; if neither does, not both a lower attainment and more GPU-hours.
+  ``ppo+floor`` is held to ``predictive+floor`` (plain predictive when its search found
+  no floor); plain ppo to plain predictive.
 
 Next to the verdict, for information only (not a check), ``oracle_gap_reachable``: whether
 the best no-foresight reference is within the same 15% of the oracle's GPU-hours (None when
@@ -39,12 +66,14 @@ rate-scaled by K, time-scaled by T, cut to S seconds.
     OMP_NUM_THREADS=1 .venv/bin/python bench/autoscale.py --json /tmp/autoscale.json
 
 prints one table per workload and an overview on stdout (progress on stderr) and writes
-everything as JSON. The default run (four workloads x (10 HPA targets + 7 KEDA thresholds
+everything as JSON. The default run: four workloads x (10 HPA targets + 7 KEDA thresholds
 + predictive, ppo, oracle) = 80 runs, plus at most ceil(log2(64)) + 1 = 7 fixed-fleet
-probes per workload, 108 runs in all; 104 measured) takes about 5 minutes on one core,
-nine tenths of it the NYC-taxi day, some 40 s of it the probes; ``--jobs N`` runs them
-in N processes (the bisections of different workloads run side by side, each probe as soon
-as the previous one of its workload is done).
+probes per workload (24 measured), plus per floor search at most
+ceil(log2(N_static - 1)) + 1 probes, none where the plain run reaches the goal (37
+measured: 4, 6, 0 and 2-3 per policy on Azure, Azure x5, NYC taxi, diurnal-bursty). 141
+runs in all took 153 s with ``--jobs 2`` (about 4 CPU-minutes, most of it the NYC-taxi
+day); ``--jobs N`` runs them in N processes (the bisections of different workloads and
+policies run side by side, each probe as soon as the previous one of its chain is done).
 """
 
 from __future__ import annotations
@@ -59,7 +88,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -95,6 +124,7 @@ KEDA_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 SLO_METRICS = {"feasible": "slo_attainment_feasible", "all": "slo_attainment"}
 REACTIVE = ("hpa", "keda")
 PLANNERS = ("predictive", "ppo")
+FLOOR_SEARCH = ("hpa", "predictive", "ppo")  # whose floor is tuned by default
 
 
 def is_ppo(spec: str) -> bool:
@@ -160,55 +190,114 @@ def static_spec(n: int) -> str:
     return f"static:replicas={n}"
 
 
-def probe_bound(max_n: int) -> int:
-    """Most probes :func:`bisect_steps` makes over 1..max_n: ceil(log2(max_n)) + 1."""
-    return (max_n - 1).bit_length() + 1
+def probe_bound(hi: int, lo: int = 1) -> int:
+    """Most probes :func:`bisect_steps` makes over lo..hi: ceil(log2(hi - lo + 1)) + 1, and
+    none over an empty range."""
+    return 0 if hi < lo else (hi - lo).bit_length() + 1
 
 
-StaticFound = tuple[dict[str, Any] | None, list[dict[str, Any]]]
+Found = tuple[dict[str, Any] | None, list[dict[str, Any]]]
 
 
-def bisect_steps(max_n: int, metric: str, goal: float) -> Generator[int, Row, StaticFound]:
-    """The bisection for the smallest fixed fleet reaching the goal, one probe at a time.
+def bisect_steps(max_n: int, metric: str, goal: float, *, lo: int = 1,
+                 key: str = "replicas") -> Generator[int, Row, Found]:
+    """The bisection for the smallest N in lo..max_n whose run reaches the goal, one probe
+    at a time.
 
-    Yields the replica count to run next and is sent that run's row; returns the row of the
-    smallest N in 1..max_n with ``row[metric] >= goal`` (None when even ``max_n`` misses)
-    and every probe in the order made, each row with its ``replicas``. A fixed fleet's
-    attainment is taken as non-decreasing in N (more replicas never hurt a fleet that does
-    not move), so the answer is found in at most :func:`probe_bound` runs instead of
-    ``max_n``. A generator so that the runner can interleave the searches of several
-    workloads on one process pool; :func:`smallest_meeting` drives it with a callable."""
-    if max_n < 1:
-        raise InputError(f"static fleet search: max replicas {max_n} must be >= 1")
+    Yields the N to run next and is sent that run's row; returns the row of the smallest N
+    with ``row[metric] >= goal`` (None when even ``max_n`` misses) and every probe in the
+    order made, each row with N under ``key`` (``replicas`` for a fixed fleet,
+    ``min_replicas`` for a floor). Attainment is taken as non-decreasing in N (more
+    replicas, or a higher floor under them, never hurt), so the answer is found in at most
+    :func:`probe_bound` runs instead of one per N. A generator so that the runner can
+    interleave the searches of several workloads on one process pool;
+    :func:`smallest_meeting` drives it with a callable."""
+    if max_n < lo:
+        raise InputError(f"bisection: largest N {max_n} must be >= {lo}")
     probes: list[dict[str, Any]] = []
     found: dict[str, Any] | None = None
-    lo, hi = 1, max_n  # the answer, if any, is in lo..hi; hi passes once found is set
+    hi = max_n  # the answer, if any, is in lo..hi; hi passes once found is set
     while lo < hi:
         mid = (lo + hi) // 2
-        row = {"replicas": mid, **(yield mid)}
+        row = {key: mid, **(yield mid)}
         probes.append(row)
         if meets(row, metric, goal):
             hi, found = mid, row
         else:
             lo = mid + 1
     if found is None:  # every probe missed: lo == max_n, not run yet
-        row = {"replicas": lo, **(yield lo)}
+        row = {key: lo, **(yield lo)}
         probes.append(row)
         found = row if meets(row, metric, goal) else None
     return found, probes
 
 
-def smallest_meeting(attainment_of: Callable[[int], Row], max_n: int, metric: str,
-                     goal: float) -> StaticFound:
-    """:func:`bisect_steps` run with ``attainment_of(n)`` (the row of a fleet of n)."""
-    steps = bisect_steps(max_n, metric, goal)
+def drive(steps: Generator[int, Row, Found], run: Callable[[int], Row]) -> Found:
+    """Run a search generator to its end with ``run(n)`` (the row of the run for n)."""
     try:
         n = next(steps)
         while True:
-            n = steps.send(attainment_of(n))
+            n = steps.send(run(n))
     except StopIteration as stop:
-        result: StaticFound = stop.value
+        result: Found = stop.value
         return result
+
+
+def smallest_meeting(attainment_of: Callable[[int], Row], max_n: int, metric: str,
+                     goal: float) -> Found:
+    """:func:`bisect_steps` over 1..max_n run with ``attainment_of(n)`` (a fleet of n)."""
+    return drive(bisect_steps(max_n, metric, goal), attainment_of)
+
+
+FLOOR = "+floor"  # a floor-tuned setting's name: ``ppo+floor``, ``hpa+floor``
+FLOOR_TAG = "@floor="  # what a floor probe's run is filed under: ``ppo@floor=5``
+
+
+def floor_name(spec: str) -> str:
+    """The name a floor search's answer goes by in results, references and verdicts."""
+    return f"{spec}{FLOOR}"
+
+
+def is_reactive(spec: str) -> bool:
+    """An HPA or KEDA spec: its floor-tuned setting is a no-foresight reference."""
+    return PolicySpec.parse(spec).name in REACTIVE
+
+
+def floor_searchable(spec: str) -> bool:
+    """Has ``spec`` a floor worth tuning? An autoscaler's: HPA, KEDA, predictive, ppo. A
+    fixed fleet has no floor below it and the oracle sees the future anyway."""
+    try:
+        name = PolicySpec.parse(spec).name
+    except InputError:
+        return False
+    return name in (*REACTIVE, "predictive", "ppo")
+
+
+def floor_ceiling(static: Mapping[str, Any] | None, max_replicas: int) -> int:
+    """The largest floor a floor search probes: the smallest fixed fleet reaching the goal
+    (a floor at or above it costs at least that fleet, which needs no autoscaler), or
+    ``max_replicas`` when the fixed-fleet search found none or did not run."""
+    found = None if static is None else static.get("found")
+    return max_replicas if found is None else int(found["replicas"])
+
+
+def floor_steps(plain: Row | None, hi: int, metric: str,
+                goal: float) -> Generator[int, Row, Found]:
+    """The search for the smallest floor (``min_replicas``) at which a policy reaches the
+    goal, as :func:`bisect_steps` over 2..hi; ``plain`` is the policy's run above the
+    default floor of 1.
+
+    When the plain run reaches the goal the answer is floor 1 and nothing is probed; it
+    missed otherwise, so the probes start at 2. The floor is an operator setting, tuned
+    in hindsight like the HPA target: the answer is the setting an operator who saw the
+    workload would choose. Returns the answer's row (with its ``min_replicas``; None when
+    no floor up to ``hi`` reaches the goal) and the probes made."""
+    if plain is not None and meets(plain, metric, goal):
+        return {"min_replicas": 1, **plain}, []
+    if hi < 2:
+        return None, []
+    found: Found = yield from bisect_steps(hi, metric, goal, lo=2, key="min_replicas")
+    return found
 
 
 def oracle_gap_reachable(best: Row | None, oracle: Row | None,
@@ -229,10 +318,11 @@ def best_reference(candidates: Mapping[str, Iterable[Row]], oracle: Row | None, 
                    metric: str, goal: float, oracle_margin: float) -> dict[str, Any]:
     """The cheapest no-foresight reference reaching the goal and how far it is from the oracle.
 
-    ``candidates`` maps a kind (``hpa``, ``keda``, ``static``) to its settings' rows, every
-    one tuned in hindsight; the winner is picked as :func:`cheapest_meeting` picks. Returns
-    ``kind``, ``spec``, ``row`` (None when none reaches the goal), ``over_oracle_pct`` (its
-    GPU-hours over the oracle's, in %) and ``oracle_gap_reachable``."""
+    ``candidates`` maps a kind (``hpa``, ``keda``, ``static``, ``hpa+floor``, ``keda+floor``)
+    to its settings' rows, every one tuned in hindsight; the winner is picked as
+    :func:`cheapest_meeting` picks. Returns ``kind``, ``spec``, ``row`` (None when none
+    reaches the goal), ``over_oracle_pct`` (its GPU-hours over the oracle's, in %) and
+    ``oracle_gap_reachable``."""
     labelled = [{"kind": kind, **p} for kind, points in candidates.items() for p in points]
     best = cheapest_meeting(labelled, metric, goal)
     over = None
@@ -243,6 +333,12 @@ def best_reference(candidates: Mapping[str, Iterable[Row]], oracle: Row | None, 
             "row": None if best is None else dict(best),
             "over_oracle_pct": over,
             "oracle_gap_reachable": oracle_gap_reachable(best, oracle, oracle_margin)}
+
+
+def row_label(row: Row) -> str:
+    """A row's spec, with its floor when it ran above one: ``hpa:target=0.7 + floor 5``."""
+    spec = str(row.get("spec"))
+    return spec if "min_replicas" not in row else f"{spec} + floor {row['min_replicas']}"
 
 
 def vs_oracle(over_pct: float | None) -> str:
@@ -257,9 +353,9 @@ def vs_oracle(over_pct: float | None) -> str:
 def gap_detail(best: Mapping[str, Any], goal: float, oracle_margin: float) -> str:
     """One sentence on the best no-foresight reference against the oracle, for the report."""
     if best["row"] is None:
-        return f"no HPA/KEDA setting or fixed fleet reaches {100 * goal:g}%"
+        return f"no HPA/KEDA setting, floor or fixed fleet reaches {100 * goal:g}%"
     row = best["row"]
-    return (f"best no-foresight reference {row.get('spec')} uses {row['gpu_hours']:.2f} GPU-h "
+    return (f"best no-foresight reference {row_label(row)} uses {row['gpu_hours']:.2f} GPU-h "
             f"({vs_oracle(best['over_oracle_pct'])}; limit +{100 * oracle_margin:g}%)")
 
 
@@ -309,7 +405,7 @@ def goal_checks(
         ref = min(meeting, key=lambda p: p["gpu_hours"])
         checks["cheaper_than_reactive"] = {
             "pass": gpu < ref["gpu_hours"],
-            "detail": f"{gpu:.2f} vs {ref['gpu_hours']:.2f} GPU-h ({ref.get('spec')})"}
+            "detail": f"{gpu:.2f} vs {ref['gpu_hours']:.2f} GPU-h ({row_label(ref)})"}
     else:
         checks["cheaper_than_reactive"] = {
             "pass": True, "detail": "vacuous: no reactive setting reaches the goal"}
@@ -344,15 +440,22 @@ def summarise_workload(
     goal: float,
     oracle_margin: float,
     static: Mapping[str, Any] | None = None,
+    floors: Mapping[str, Mapping[str, Any]] | None = None,
     planners: Sequence[str] = PLANNERS,
 ) -> dict[str, Any]:
     """One workload's report from its result rows (``{spec: row}``).
 
     ``sweeps`` maps ``hpa``/``keda`` to their ``(value, spec)`` points, ``defaults`` to the
     spec of their default setting (one of the points, or a run of its own). ``static`` is
-    the fixed-fleet search (``found``: the row or None, ``probes``), None when skipped."""
+    the fixed-fleet search (``found``: the row or None, ``probes``), None when skipped.
+    ``floors`` maps a policy spec to its floor search (``spec`` run, ``found``, ``probes``,
+    ``max_floor``). A reactive policy's floor-tuned setting (``hpa+floor``) is one more
+    setting tuned in hindsight: it joins the best no-foresight reference's candidates and
+    the reactive settings every planner must be cheaper than. A planner's (``ppo+floor``)
+    is judged like the planner, ppo's against ``predictive+floor`` when there is one."""
     out: dict[str, Any] = {"sweep": {}, "cheapest": {}, "default": {}, "static": None,
-                           "best_reference": None, "results": {}, "versus": {}, "goal": {}}
+                           "floors": {}, "best_reference": None, "results": {},
+                           "versus": {}, "goal": {}}
     for name, points in sweeps.items():
         out["sweep"][name] = [{"value": v, **rows[s]} for v, s in points]
         out["cheapest"][name] = cheapest_meeting(out["sweep"][name], metric, goal)
@@ -376,21 +479,47 @@ def summarise_workload(
                          "max_replicas": static.get("max_replicas")}
         refs["static cheapest"] = found
         candidates["static"] = [] if found is None else [found]
+    floor_planners: list[str] = []
+    for spec, search in (floors or {}).items():
+        found = search.get("found")
+        out["floors"][spec] = {"spec": search.get("spec", spec),
+                               "found": None if found is None else dict(found),
+                               "min_replicas": None if found is None else found["min_replicas"],
+                               "probes": [dict(p) for p in search.get("probes", ())],
+                               "max_floor": search.get("max_floor")}
+        tuned = [] if found is None else [dict(found)]
+        if is_reactive(spec):
+            candidates.setdefault(floor_name(PolicySpec.parse(spec).name), []).extend(tuned)
+            reactive += tuned
+            refs[floor_name(spec)] = None if found is None else dict(found)
+        else:
+            floor_planners.append(floor_name(spec))
+            if found is not None:
+                out["results"][floor_name(spec)] = dict(found)
     refs["oracle"] = out["results"].get("oracle")
     best = best_reference(candidates, refs["oracle"], metric=metric, goal=goal,
                           oracle_margin=oracle_margin)
     out["best_reference"] = best
-    for name in planners:
+    predictive = out["results"].get("predictive")
+    predictive_floor = out["results"].get(floor_name("predictive"))
+    for name in (*planners, *floor_planners):
         row = out["results"].get(name)
         if row is None:
             continue
+        floored = name.endswith(FLOOR)
+        ppo_like = is_ppo(name.removesuffix(FLOOR))
         vs = dict(refs)
-        if is_ppo(name):
-            vs["predictive"] = out["results"].get("predictive")
+        if ppo_like:
+            vs["predictive"] = predictive
+            if predictive_floor is not None:
+                vs[floor_name("predictive")] = predictive_floor
         out["versus"][name] = {k: saving(row, ref, metric) for k, ref in vs.items()}
+        # A floor-tuned ppo is held to the floor-tuned predictive when there is one; plain
+        # ppo to plain predictive, as before floors were searched.
+        their = (predictive_floor or predictive) if floored else predictive
         out["goal"][name] = goal_checks(
             row, reactive_points=reactive, oracle=refs["oracle"],
-            predictive=out["results"].get("predictive") if is_ppo(name) else None,
+            predictive=their if ppo_like else None,
             metric=metric, goal=goal, oracle_margin=oracle_margin)
         # Information beside the verdict, not a check: it does not change "holds".
         out["goal"][name]["oracle_gap_reachable"] = best["oracle_gap_reachable"]
@@ -408,8 +537,15 @@ class Job:
     index: int  # position of the workload: its seed, as in bench/ppo.py
     workload: str
     spec: str
-    setup: EvalSetup
+    setup: EvalSetup  # a floor probe's carries its min_replicas
     ppo_dir: str
+    tag: str = ""  # "@floor=N" for a floor probe: the same spec, another run
+
+    @property
+    def key(self) -> str:
+        """What the run is filed under, with its workload's index: the spec, tagged for a
+        floor probe so that it is never taken for the plain run of that spec."""
+        return self.spec + self.tag
 
 
 def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
@@ -457,10 +593,14 @@ def plan_jobs(
     grids: Mapping[str, Sequence[float]],
     ppo_dir: str,
     planners: Sequence[str] = PLANNERS,
+    floor_specs: Sequence[str] = (),
 ) -> tuple[list[Job], list[dict[str, Any]]]:
-    """Every run the benchmark needs, and per workload the specs of its sweep and defaults.
+    """Every run the benchmark needs, and per workload the specs of its sweep and defaults
+    and (``floors``) the spec whose plain run starts each floor search.
 
-    A default setting that is on the grid is the grid's run, not a second one."""
+    A default setting that is on the grid is the grid's run, not a second one; likewise a
+    floor search of ``hpa`` starts from the HPA default's run, and one of a spec that is
+    not run anyway (``hpa:target=0.35``) adds that run."""
     keys = {"hpa": "target", "keda": "threshold"}
     jobs: list[Job] = []
     layout: list[dict[str, Any]] = []
@@ -478,8 +618,14 @@ def plan_jobs(
             if not on_grid:
                 specs.append(bases[name])
         specs += [*planners, "oracle"]
+        floors: dict[str, str] = {}
+        for spec in floor_specs:
+            base = next((n for n in REACTIVE if bases[n] == spec), None)
+            floors[spec] = defaults[base] if base is not None else spec
+            if floors[spec] not in specs:
+                specs.append(floors[spec])
         jobs += [Job(i, text, s, setup, ppo_dir) for s in specs]
-        layout.append({"spec": text, "sweeps": sweeps, "defaults": defaults,
+        layout.append({"spec": text, "sweeps": sweeps, "defaults": defaults, "floors": floors,
                        "default_values": {n: default_value(n, bases[n], setup, ew)
                                           for n in REACTIVE}})
     return jobs, layout
@@ -492,8 +638,12 @@ def _cost(job: Job) -> float:
 
 
 @dataclass(frozen=True)
-class StaticSearch:
-    """The fixed-fleet bisection of one workload: what its probes run on."""
+class Search:
+    """One bisection on one workload: the smallest fixed fleet reaching the goal
+    (``policy`` None), or the smallest floor (``min_replicas``) under ``policy`` that does.
+
+    Both are the same chain of probes (:func:`bisect_steps`) run by :func:`run_all`; they
+    differ in the job a probe of N is and in their bounds (see :func:`floor_steps`)."""
 
     index: int
     workload: str
@@ -502,23 +652,50 @@ class StaticSearch:
     max_replicas: int
     metric: str
     goal: float
+    policy: str | None = None  # a floor search: the policy spec as given, which names it
+    runs: str | None = None  # the spec its runs use (``hpa`` -> the HPA default's spec)
+
+    @property
+    def name(self) -> str:
+        """The search's key in :func:`run_all`'s results: ``static`` or the policy spec."""
+        return "static" if self.policy is None else self.policy
+
+    @property
+    def spec(self) -> str:
+        """What a probe runs: ``static`` (a fleet of N), else the policy above floor N."""
+        return "static" if self.policy is None else (self.runs or self.policy)
+
+    @property
+    def is_floor(self) -> bool:
+        return self.policy is not None
 
     def job(self, n: int) -> Job:
-        return Job(self.index, self.workload, static_spec(n), self.setup, self.ppo_dir)
+        if not self.is_floor:
+            return Job(self.index, self.workload, static_spec(n), self.setup, self.ppo_dir)
+        return Job(self.index, self.workload, self.spec, replace(self.setup, min_replicas=n),
+                   self.ppo_dir, tag=f"{FLOOR_TAG}{n}")
+
+    def bound(self) -> int:
+        """Most probes it can make, before its bounds are known."""
+        return probe_bound(self.max_replicas, 2 if self.is_floor else 1)
 
 
 Rows = dict[tuple[int, str], dict[str, Any]]
+Searched = dict[tuple[int, str], dict[str, Any]]
 
 
 def run_all(jobs: Sequence[Job], n_procs: int,
-            searches: Sequence[StaticSearch] = ()) -> tuple[Rows, dict[int, dict[str, Any]]]:
-    """Run every job (longest first) and every fixed-fleet search on up to ``n_procs``
-    processes, with a progress bar each; returns the jobs' rows by ``(index, spec)`` and
-    the searches' results (``found``, ``probes``, ``max_replicas``) by workload index.
+            searches: Sequence[Search] = ()) -> tuple[Rows, Searched]:
+    """Run every job (longest first) and every search on up to ``n_procs`` processes, with
+    a progress bar each; returns the jobs' rows by ``(index, spec)`` and the searches'
+    results by ``(index, search.name)``: ``found``, ``probes``, ``max_replicas``, and for a
+    floor search the ``spec`` it ran and ``max_floor``, the largest floor it would probe.
 
     A search is a chain (each probe depends on the last), so its next probe is started
     before any waiting job: the chains then run alongside the jobs rather than after them,
-    and different workloads' chains run side by side."""
+    and different workloads' chains run side by side. A floor search starts once its
+    workload's fixed-fleet search has ended (its answer bounds the floors) and its
+    policy's plain run is done (floor 1: when it reaches the goal nothing is probed)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -529,48 +706,94 @@ def run_all(jobs: Sequence[Job], n_procs: int,
         TimeRemainingColumn,
     )
 
+    keys = {(j.index, j.key) for j in jobs}
+    for search in searches:
+        if search.is_floor and (search.index, search.spec) not in keys:
+            raise ValueError(f"floor search of {search.spec!r} on workload {search.index}: "
+                             "its plain run is not among the jobs")
     pending = deque(sorted(jobs, key=_cost, reverse=True))
-    probes: deque[Job] = deque()  # static probes ready to run: they go first
-    probing: dict[tuple[int, str], StaticSearch] = {}  # queued or running probes
-    steps: dict[int, Generator[int, Row, StaticFound]] = {}
+    probes: deque[Job] = deque()  # probes ready to run: they go first
+    probing: dict[tuple[int, str], Search] = {}  # queued or running probes
+    steps: dict[tuple[int, str], Generator[int, Row, Found]] = {}
+    waiting = list(searches)  # not started yet
+    with_static = {s.index for s in searches if not s.is_floor}
     rows: Rows = {}
-    static: dict[int, dict[str, Any]] = {}
-
-    def queue_probe(search: StaticSearch, n: int) -> None:
-        job = search.job(n)
-        probing[(job.index, job.spec)] = search
-        probes.append(job)
+    searched: Searched = {}
 
     with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True)) as progress:
         task = progress.add_task("simulating", total=len(pending))
-        # Bounded by probe_bound per search; shrunk as searches end early.
-        static_task = progress.add_task(
-            "static fleet (bisection)",
-            total=sum(probe_bound(s.max_replicas) for s in searches), visible=bool(searches))
-        for search in searches:
-            steps[search.index] = bisect_steps(search.max_replicas, search.metric, search.goal)
-            queue_probe(search, next(steps[search.index]))
+        # Bounded by Search.bound per search; shrunk as searches end early.
+        bars = {floor: progress.add_task(
+                    "floors (bisection)" if floor else "static fleet (bisection)",
+                    total=sum(s.bound() for s in searches if s.is_floor == floor),
+                    visible=any(s.is_floor == floor for s in searches))
+                for floor in (False, True)}
+
+        def queue_probe(search: Search, n: int) -> None:
+            job = search.job(n)
+            probing[(job.index, job.key)] = search
+            probes.append(job)
+
+        def finish(search: Search, result: Found) -> None:
+            found, tried = result
+            out: dict[str, Any] = {"found": found, "probes": tried,
+                                   "max_replicas": search.max_replicas}
+            if search.is_floor:
+                out |= {"spec": search.spec, "max_floor": floor_ceiling(
+                    searched.get((search.index, "static")), search.max_replicas)}
+            searched[(search.index, search.name)] = out
+            bar = bars[search.is_floor]
+            progress.update(bar, total=(progress.tasks[bar].total or 0)
+                            - (search.bound() - len(tried)))
+
+        def ready(search: Search) -> bool:
+            if not search.is_floor:
+                return True
+            static_done = (search.index not in with_static
+                           or (search.index, "static") in searched)
+            return static_done and (search.index, search.spec) in rows
+
+        def begin(search: Search) -> None:
+            if search.is_floor:
+                ceiling = floor_ceiling(searched.get((search.index, "static")),
+                                        search.max_replicas)
+                chain = floor_steps(rows[(search.index, search.spec)], ceiling,
+                                    search.metric, search.goal)
+            else:
+                chain = bisect_steps(search.max_replicas, search.metric, search.goal)
+            steps[(search.index, search.name)] = chain
+            try:
+                queue_probe(search, next(chain))
+            except StopIteration as stop:  # answered without a probe
+                finish(search, stop.value)
+
+        def start_ready() -> None:
+            started = True
+            while started:  # a search ending at once may let another one start
+                started = False
+                for search in [s for s in waiting if ready(s)]:
+                    waiting.remove(search)
+                    begin(search)
+                    started = True
 
         def record(job: Job, row: dict[str, Any]) -> None:
             short = Path(job.workload.split(",")[0]).stem[:16]
-            description = f"{short} {job.spec}"[:44]
-            search = probing.pop((job.index, job.spec), None)
+            description = f"{short} {job.key}"[:44]
+            search = probing.pop((job.index, job.key), None)
             if search is None:
-                rows[(job.index, job.spec)] = row
+                rows[(job.index, job.key)] = row
                 progress.update(task, advance=1, description=description)
-                return
-            progress.update(static_task, advance=1, description=description)
-            try:
-                queue_probe(search, steps[job.index].send(row))
-            except StopIteration as stop:
-                found, tried = stop.value
-                static[job.index] = {"found": found, "probes": tried,
-                                     "max_replicas": search.max_replicas}
-                unused = probe_bound(search.max_replicas) - len(tried)
-                total = progress.tasks[static_task].total or 0
-                progress.update(static_task, total=total - unused)
+            else:
+                progress.update(bars[search.is_floor], advance=1, description=description)
+                try:
+                    queue_probe(search, steps[(search.index, search.name)].send(row))
+                except StopIteration as stop:
+                    finish(search, stop.value)
+            start_ready()
+
+        start_ready()
 
         def next_job() -> Job:
             return probes.popleft() if probes else pending.popleft()
@@ -598,7 +821,8 @@ def run_all(jobs: Sequence[Job], n_procs: int,
                     if isinstance(item, BaseException):
                         raise item
                     record(*item)
-    return rows, static
+    assert not waiting, "every floor search's plain run and static search have ended"
+    return rows, searched
 
 
 # --------------------------------------------------------------------------------------
@@ -653,18 +877,34 @@ def render(report: dict[str, Any], metric: str, goal: float) -> list[Any]:
                           f"{static['max_replicas']} replicas reaches {goal_txt}",
                           style="italic")
             t.add_section()
-        for row in w["results"].values():
-            t.add_row(*_cells(row), "")
+        for policy, floor in w.get("floors", {}).items():
+            found = floor["found"]
+            if found is not None and not floor["probes"]:  # floor 1: the plain run
+                t.add_row(*_cells(found), f"floor ≥{goal_txt} (hindsight): the plain run")
+            for p in sorted(floor["probes"], key=lambda r: r["min_replicas"]):
+                hit = found is not None and p["min_replicas"] == found["min_replicas"]
+                t.add_row(*_cells(p), f"floor ≥{goal_txt} (hindsight)" if hit else "probe",
+                          style=None if hit else "dim")
+            if found is None:
+                t.add_row("", "", "", "", "", "", f"{policy}: no floor up to "
+                          f"{floor['max_floor']} reaches {goal_txt}", style="italic")
+        if w.get("floors"):
+            t.add_section()
+        for name, row in w["results"].items():
+            if not name.endswith(FLOOR):  # shown with its floor search above
+                t.add_row(*_cells(row), "")
         out.append(t)
         best = w.get("best_reference")
         if best is not None:
             what = "none"
             if best["row"] is not None:
-                what = (f"{best['spec']}, {best['row']['gpu_hours']:.2f} GPU-h, "
+                what = (f"{row_label(best['row'])}, {best['row']['gpu_hours']:.2f} GPU-h, "
                         f"{_pct(best['row'][SLO_METRICS[metric]])}%, "
                         f"{vs_oracle(best['over_oracle_pct'])}; within the oracle margin: "
                         f"{_yes_no(best['oracle_gap_reachable'])}")
-            kinds = "HPA, KEDA" + (", static" if static is not None else "")
+            kinds = ("HPA, KEDA" + (", static" if static is not None else "")
+                     + (", floor-tuned HPA/KEDA" if any(
+                         is_reactive(f) for f in w.get("floors", {})) else ""))
             out.append(Text(f"best no-foresight reference (cheapest hindsight-tuned {kinds} "
                             f"setting reaching {goal_txt}): {what}", style="bold"))
         s = Table(title=f"{short_label(spec)}: GPU-hours saved (%) / SLO difference (pts)",
@@ -709,7 +949,8 @@ def short_label(spec: str) -> str:
 
 
 def overview(report: dict[str, Any], goal: float) -> Any:
-    """Contenders by workload: GPU-hours and attainment of each, and ppo's verdict."""
+    """Contenders by workload: GPU-hours and attainment of each, and the planners'
+    verdicts; floor-tuned settings (``<policy> + floor [N]``) beside the plain ones."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -741,6 +982,19 @@ def overview(report: dict[str, Any], goal: float) -> Any:
                   *("skipped" if w.get("static") is None else
                     cell(w["static"]["found"], _setting(w["static"]["found"], False))
                     for w in workloads.values()))
+    floor_specs = report.get("floor_search", [])
+
+    def floor_row(spec: str) -> None:
+        cells = []
+        for w in workloads.values():
+            floor = w.get("floors", {}).get(spec)
+            cells.append("—" if floor is None else
+                         cell(floor["found"], _setting(floor["found"], False)))
+        t.add_row(escape(f"{spec} + floor [N]"), *cells)
+
+    for spec in floor_specs:
+        if is_reactive(spec):
+            floor_row(spec)
     t.add_row(escape("best no-foresight [which]"),
               *(cell(w["best_reference"]["row"], _setting(w["best_reference"]["row"], True))
                 for w in workloads.values()))
@@ -755,9 +1009,13 @@ def overview(report: dict[str, Any], goal: float) -> Any:
     for name in REACTIVE:
         t.add_row(f"{name} default", *(cell(w["default"][name]) for w in workloads.values()))
     planners = report.get("planners", PLANNERS)
-    for name in (*planners, "oracle"):
-        t.add_row(escape(name), *(cell(w["results"].get(name)) for w in workloads.values()))
     for name in planners:
+        t.add_row(escape(name), *(cell(w["results"].get(name)) for w in workloads.values()))
+    planner_floors = [spec for spec in floor_specs if not is_reactive(spec)]
+    for spec in planner_floors:
+        floor_row(spec)
+    t.add_row("oracle", *(cell(w["results"].get("oracle")) for w in workloads.values()))
+    for name in (*planners, *(floor_name(spec) for spec in planner_floors)):
         verdicts = []
         for w in workloads.values():
             g = w["goal"].get(name)
@@ -765,7 +1023,8 @@ def overview(report: dict[str, Any], goal: float) -> Any:
                                            if c["pass"] is not True]
             verdicts.append("—" if g is None else "holds" if g["holds"]
                             else "fails: " + (", ".join(failed) or "did not run"))
-        t.add_row(escape(f"{name} goal"), *verdicts, style="bold" if is_ppo(name) else None)
+        t.add_row(escape(f"{name} goal"), *verdicts,
+                  style="bold" if is_ppo(name.removesuffix(FLOOR)) else None)
     return t
 
 
@@ -776,6 +1035,9 @@ def _setting(row: Row | None, with_kind: bool) -> str:
         return ""
     if "replicas" in row and str(row.get("spec", "")).startswith("static:"):
         return f"static {row['replicas']}" if with_kind else str(row["replicas"])
+    if "min_replicas" in row:
+        kind = row.get("kind") or str(row.get("spec", ""))
+        return f"{kind} {row['min_replicas']}" if with_kind else str(row["min_replicas"])
     if "value" in row:
         kind = row.get("kind") or str(row.get("spec", "")).split(":")[0]
         return f"{kind} {row['value']:g}" if with_kind else f"{row['value']:g}"
@@ -784,8 +1046,8 @@ def _setting(row: Row | None, with_kind: bool) -> str:
 
 def _cells(row: Row) -> list[str]:
     if "error" in row:
-        return [str(row.get("spec")), "error", "", "", "", ""]
-    return [str(row["spec"]), f"{row['gpu_hours']:.2f}", _pct(row["slo_attainment"]),
+        return [row_label(row), "error", "", "", "", ""]
+    return [row_label(row), f"{row['gpu_hours']:.2f}", _pct(row["slo_attainment"]),
             _pct(row["slo_attainment_feasible"]), str(row["max_replicas"]),
             str(row["scale_ups"])]
 
@@ -824,10 +1086,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also run ppo with these parameters, judged like ppo (repeatable), "
                          "e.g. ppo:slo_miss_usd=0.05 for a price-conditioned policy")
     ap.add_argument("--profile", default="llama3-8b-a100")
-    ap.add_argument("--max-replicas", type=int, default=64)
+    ap.add_argument("--max-replicas", type=int, default=64,
+                    help="largest fleet any policy may run, and the ceiling of the "
+                         "fixed-fleet and floor searches (default %(default)s)")
     ap.add_argument("--no-forecast", action="store_true")
     ap.add_argument("--no-static", action="store_true",
                     help="skip the search for the smallest fixed fleet reaching the goal")
+    ap.add_argument("--floor-search", action="append", metavar="SPEC",
+                    help="find the smallest floor (min_replicas) at which this policy "
+                         "reaches the goal, between 1 (its plain run) and the smallest "
+                         "fixed fleet reaching it (repeatable; default: "
+                         f"{', '.join(FLOOR_SEARCH)}); an HPA/KEDA spec "
+                         "(hpa:target=0.5) gives a reference, a predictive/ppo one a "
+                         "planner judged like its plain run")
+    ap.add_argument("--no-floor-search", action="store_true",
+                    help="search no floors: compare every autoscaler above a floor of 1")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--json", type=Path, dest="json_out", help="write the report here")
     args = ap.parse_args(argv)
@@ -846,6 +1119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     planners = list(dict.fromkeys([*PLANNERS, *args.ppo_variant]))
     if not all(is_ppo(v) for v in args.ppo_variant):
         ap.error("--ppo-variant takes ppo:KEY=VALUE,... specs")
+    floor_specs = [] if args.no_floor_search else list(
+        dict.fromkeys(s.strip() for s in (args.floor_search or FLOOR_SEARCH)))
+    wrong = [f for f in floor_specs if not floor_searchable(f)]
+    if wrong:
+        ap.error(f"--floor-search takes hpa, keda, predictive or ppo specs, not {wrong}")
     try:
         profile = load_profile(args.profile)
         setup = EvalSetup(profile, max_replicas=args.max_replicas,
@@ -853,15 +1131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         bases = {"hpa": args.hpa, "keda": args.keda}
         jobs, layout = plan_jobs(texts, setup, bases=bases,
                                  grids={"hpa": args.hpa_targets, "keda": args.keda_thresholds},
-                                 ppo_dir=str(args.ppo_policy), planners=planners)
+                                 ppo_dir=str(args.ppo_policy), planners=planners,
+                                 floor_specs=floor_specs)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    searches = [] if args.no_static else [
-        StaticSearch(i, text, setup, str(args.ppo_policy), args.max_replicas, metric, args.goal)
-        for i, text in enumerate(texts)]
-    rows, static = run_all(jobs, args.jobs, searches)
+    common = (setup, str(args.ppo_policy), args.max_replicas, metric, args.goal)
+    searches = [] if args.no_static else [Search(i, text, *common)
+                                          for i, text in enumerate(texts)]
+    searches += [Search(i, text, *common, policy=spec, runs=layout[i]["floors"][spec])
+                 for i, text in enumerate(texts) for spec in floor_specs]
+    rows, searched = run_all(jobs, args.jobs, searches)
+    static = {i: r for (i, name), r in searched.items() if name == "static"}
     static_runs = sum(len(s["probes"]) for s in static.values())
+    floor_runs = sum(len(r["probes"]) for (_, name), r in searched.items() if name != "static")
 
     workloads: dict[str, Any] = {}
     for i, lay in enumerate(layout):
@@ -869,9 +1152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = {spec: row for (j, spec), row in rows.items() if j == i}
         w = summarise_workload(mine, sweeps=lay["sweeps"], defaults=lay["defaults"],
                                metric=metric, goal=args.goal, oracle_margin=args.oracle_margin,
-                               static=static.get(i), planners=planners)
-        probes = static[i]["probes"] if i in static else []
-        errors = {s: r["error"] for s, r in [*mine.items(), *((p["spec"], p) for p in probes)]
+                               static=static.get(i), planners=planners,
+                               floors={spec: searched[(i, spec)] for spec in floor_specs})
+        probes = [p for (j, _), r in searched.items() if j == i for p in r["probes"]]
+        errors = {s: r["error"] for s, r in [*mine.items(), *((row_label(p), p) for p in probes)]
                   if "error" in r}
         infeasible = next((r["infeasible_requests"] for r in mine.values()
                            if "infeasible_requests" in r), None)
@@ -895,12 +1179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_replicas": setup.max_replicas,
         "ppo_policy": str(args.ppo_policy),
         "planners": planners,
+        "floor_search": floor_specs,
         "ppo_sha256": sha,
         "sweep": {"hpa": {"base": args.hpa, "param": "target", "grid": list(args.hpa_targets)},
                   "keda": {"base": args.keda, "param": "threshold",
                            "grid": list(args.keda_thresholds)}},
-        "runs": len(jobs) + static_runs,
+        "runs": len(jobs) + static_runs + floor_runs,
         "static_runs": static_runs,
+        "floor_runs": floor_runs,
         "jobs": args.jobs,
         "workloads": workloads,
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -908,7 +1194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=max(Console().width, 120))
     for item in render(report, args.slo_metric, args.goal):
         console.print(item)
-    console.print(f"{report['runs']} runs ({static_runs} of them fixed-fleet probes) in "
+    console.print(f"{report['runs']} runs ({static_runs} of them fixed-fleet probes, "
+                  f"{floor_runs} floor probes) in "
                   f"{report['wall_s']:.0f} s with {args.jobs} process(es)")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
