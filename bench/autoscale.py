@@ -1067,8 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", action="append",
-                    help="SPEC[,rate=K][,time=T][,duration=S] (repeatable; default: the "
-                         "Azure code trace, Azure x5, NYC taxi for a day, diurnal-bursty)")
+                    help="SPEC[,rate=K][,time=T][,duration=S][,seed=N] (repeatable; "
+                         "default: the Azure code trace, Azure x5, NYC taxi for a day, "
+                         "diurnal-bursty). A synthetic workload is seeded by its position "
+                         "in the list; seed=N takes the realisation of position N "
+                         "(synthetic:diurnal-bursty,seed=3 is the default run's)")
     ap.add_argument("--hpa-targets", type=_floats, default=HPA_TARGETS,
                     help="HPA targets to sweep (default %(default)s)")
     ap.add_argument("--keda-thresholds", type=_floats, default=KEDA_THRESHOLDS,

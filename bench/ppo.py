@@ -48,14 +48,25 @@ BASELINES = ("hpa", "keda", "predictive", "oracle")
 
 
 def parse_workload(text: str, index: int) -> EvalWorkload:
+    """``SPEC[,rate=K][,time=T][,duration=S][,seed=N]``. A synthetic workload's realisation
+    is seeded by its position ``index`` in the list unless ``seed=N`` names the position to
+    take it from: ``synthetic:diurnal-bursty,seed=3`` alone is the fourth workload of a
+    default ``bench/autoscale.py`` run, so one row of a table can be rerun by itself."""
     spec, *opts = text.split(",")
     kw: dict[str, float] = {}
     for opt in opts:
         key, _, value = opt.partition("=")
-        if key not in ("rate", "time", "duration"):
-            raise InputError(f"workload {text!r}: unknown option {key!r} (rate, time, duration)")
-        kw[key] = float(value)
-    seed = EVAL_SEED_BASE + 100 + index if spec.startswith(SYNTHETIC_PREFIX) else 0
+        if key not in ("rate", "time", "duration", "seed"):
+            raise InputError(f"workload {text!r}: unknown option {key!r} "
+                             "(rate, time, duration, seed)")
+        try:
+            kw[key] = float(value)
+        except ValueError:
+            raise InputError(f"workload {text!r}: {key}={value!r} is not a number") from None
+    position = kw.get("seed", float(index))
+    if position < 0 or position != int(position):
+        raise InputError(f"workload {text!r}: seed={position:g} must be a whole number >= 0")
+    seed = EVAL_SEED_BASE + 100 + int(position) if spec.startswith(SYNTHETIC_PREFIX) else 0
     w = resolve_workload(spec, rate_scale=kw.get("rate", 1.0), time_scale=kw.get("time", 1.0),
                          duration=kw.get("duration"), seed=seed)
     return EvalWorkload(text, w)

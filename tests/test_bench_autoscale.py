@@ -608,3 +608,24 @@ def test_no_static_skips_the_fixed_fleet(tmp_path: Path,
     assert report["floor_runs"] == len(w["floors"]["hpa"]["probes"])
     assert "static cheapest" not in w["versus"]["predictive"]
     assert "static:replicas" not in capsys.readouterr().out
+
+
+def test_a_workloads_seed_option_reruns_one_row_of_the_default_table() -> None:
+    """Synthetic workloads are seeded by position; seed=N takes position N's realisation,
+    so the default run's diurnal day (fourth) can be rerun alone."""
+    import numpy as np
+
+    from aiops.errors import InputError
+
+    parse = bench._load_sibling("ppo").parse_workload
+    alone = parse("synthetic:diurnal-bursty,seed=3,duration=1800", 0).workload
+    fourth = parse("synthetic:diurnal-bursty,duration=1800", 3).workload
+    first = parse("synthetic:diurnal-bursty,duration=1800", 0).workload
+    np.testing.assert_array_equal(alone.arrivals, fourth.arrivals)
+    assert len(first) != len(fourth) or not np.array_equal(first.arrivals, fourth.arrivals)
+    for bad, message in (("synthetic:steady,seed=-1", "whole number"),
+                         ("synthetic:steady,seed=1.5", "whole number"),
+                         ("synthetic:steady,seed=x", "not a number"),
+                         ("synthetic:steady,colour=red", "unknown option 'colour'")):
+        with pytest.raises(InputError, match=message):
+            parse(bad, 0)
