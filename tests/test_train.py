@@ -25,8 +25,10 @@ from aiops.train.ppo import (
     RewardConfig,
     TrainConfig,
     parse_range,
+    reference_scores,
     selection_key,
     train_ppo,
+    weights_sha256,
 )
 
 
@@ -123,6 +125,11 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
     mb, _ = load_ppo_artifact(b.output)
     obs = np.random.default_rng(0).uniform(0, 1, (50, len(FEATURE_NAMES))).astype(np.float32)
     assert [ma.act(o) for o in obs] == [mb.act(o) for o in obs]
+    # The file's sha256 carries sb3's wall-clock fields; the weights digest is the same.
+    assert a.meta["weights_sha256"] == b.meta["weights_sha256"]
+    assert a.meta["weights_sha256"] == weights_sha256(b.output / "model.zip")
+    c = train_ppo(tiny_config(tmp_path / "c", csv, **{**kw, "seed": 4}))
+    assert c.meta["weights_sha256"] != a.meta["weights_sha256"]
 
 
 def test_cli_trains_and_prints_a_summary(tmp_path: Path) -> None:
@@ -240,6 +247,37 @@ def test_selection_prefers_the_cheapest_checkpoint_that_meets_the_target() -> No
     assert min([cheap_miss, dear_meet], key=lambda r: selection_key(r, None)) is cheap_miss
 
 
+def test_relative_selection_weighs_every_workload_alike() -> None:
+    """A checkpoint that saves $20 on a large fleet but doubles a small one's bill wins
+    on dollars and loses on the mean ratio to each workload's oracle."""
+    table = {"big": {"oracle": {"score_usd": 100.0}, "hpa": {"score_usd": 150.0}},
+             "small": {"oracle": {"score_usd": 10.0}, "hpa": {"score_usd": 12.0}},
+             "no-oracle": {"hpa": {"score_usd": 8.0}, "keda": {"score_usd": 4.0},
+                           "ppo": {"score_usd": 1.0}}}
+    ref = reference_scores(table)
+    assert ref == {"big": 100.0, "small": 10.0, "no-oracle": 4.0}  # never ppo's own row
+    lean = {"big": {"score_usd": 120.0}, "small": {"score_usd": 11.0}}
+    spends_small = {"big": {"score_usd": 100.0}, "small": {"score_usd": 25.0}}
+    assert min([lean, spends_small], key=lambda r: selection_key(r, None)) is spends_small
+    assert min([lean, spends_small], key=lambda r: selection_key(r, None, ref)) is lean
+    assert selection_key(lean, None, ref)[1] == pytest.approx((1.2 + 1.1) / 2)
+
+
+def test_relative_selection_is_recorded_and_reproduced(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    report = train_ppo(tiny_config(tmp_path / "r", csv, selection="relative",
+                                   baselines=("hpa", "oracle")))
+    meta = report.meta
+    assert "--select relative" in meta["command"]
+    assert meta["evaluation"]["selection"] == "relative"
+    history = meta["evaluation"]["history"]
+    assert all(h["relative_score"] > 0 for h in history)
+    best = min(history, key=lambda h: h["relative_score"])
+    assert meta["training"]["best_checkpoint_timesteps"] == best["timesteps"]
+    with pytest.raises(InputError, match="--select"):
+        tiny_config(tmp_path / "x", csv, selection="median")
+
+
 def test_training_with_an_slo_target_records_the_adapted_price(tmp_path: Path) -> None:
     csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
     cfg = tiny_config(tmp_path / "p", csv, timesteps=512, eval_every=256,
@@ -275,3 +313,4 @@ def test_evaluation_runs_above_the_setups_floor() -> None:
     assert floored.gpu_hours >= 5 * 0.5 - 1e-9
     with pytest.raises(InputError, match="min_replicas"):
         EvalSetup(profile, min_replicas=65)
+

@@ -54,6 +54,10 @@ def train(
         help="With --slo-target: the highest the adapted miss price may go.")] = 0.1,
     train_shield: Annotated[bool, typer.Option(
         help="Apply the shield's batch-size rules during training.")] = True,
+    select: Annotated[str, typer.Option(
+        help="Checkpoint kept (without --slo-target): 'usd', the lowest total score in "
+             "dollars, or 'relative', the lowest mean of each evaluation workload's score "
+             "over the oracle's, so every workload counts alike.")] = "usd",
     ent_coef: Annotated[float, typer.Option(
         help="PPO entropy bonus: higher keeps exploring, lower lets the agent commit.")]
     = 0.01,
@@ -90,7 +94,7 @@ def train(
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
             reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target,
                                 price_bounds=(min(0.0005, slo_miss_usd), slo_miss_usd_max)),
-            train_shield=train_shield,
+            train_shield=train_shield, selection=select,
             hyper=PpoHyper(ent_coef=ent_coef),
         )
         with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),

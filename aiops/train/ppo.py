@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -163,13 +163,36 @@ class MissPrice:
         return self.price
 
 
-def selection_key(rows: dict[str, dict[str, float]], slo_target: float | None
-                  ) -> tuple[float, float, float]:
-    """Order of checkpoints, lowest best. Without a target: the evaluation score (USD).
-    With one: first every checkpoint that reaches it on all evaluation workloads, cheapest
-    GPU-hours first; then the others, smallest total shortfall from the target first.
-    Attainment is over the feasible requests (what a scaler can reach) where the row has it."""
+SELECTIONS = ("usd", "relative")
+
+
+def reference_scores(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Per evaluation workload, the score ``relative`` selection divides by: the oracle's,
+    else the best baseline's (a workload with no positive reference is left out)."""
+    out: dict[str, float] = {}
+    for spec, rows in table.items():
+        scores = [r["score_usd"] for name, r in rows.items()
+                  if name != "ppo" and r.get("score_usd", 0.0) > 0]
+        ref = rows.get("oracle", {}).get("score_usd", 0.0)
+        if ref > 0 or scores:
+            out[spec] = ref if ref > 0 else min(scores)
+    return out
+
+
+def selection_key(rows: dict[str, dict[str, float]], slo_target: float | None,
+                  reference: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """Order of checkpoints, lowest best. Without a target: the evaluation score (USD), or
+    with ``reference`` (``--select relative``) the mean over workloads of the score over
+    that workload's reference score — a sum of dollars is decided by the workload with the
+    largest fleet, and a checkpoint that overspends on small or smooth load would win.
+    With a target: first every checkpoint that reaches it on all evaluation workloads,
+    cheapest GPU-hours first; then the others, smallest total shortfall from the target
+    first. Attainment is over the feasible requests (what a scaler can reach) where the row
+    has it."""
     if slo_target is None:
+        if reference:
+            ratios = [r["score_usd"] / reference[k] for k, r in rows.items() if k in reference]
+            return (0.0, float(np.mean(ratios)) if ratios else math.inf, 0.0)
         return (0.0, float(sum(r["score_usd"] for r in rows.values())), 0.0)
     gpu = float(sum(r["gpu_hours"] for r in rows.values()))
     short = sum(max(0.0, slo_target - r.get("slo_attainment_feasible", r["slo_attainment"]))
@@ -199,6 +222,7 @@ class TrainConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     baselines: tuple[str, ...] = BASELINES
     train_shield: bool = True
+    selection: str = "usd"  # see selection_key
 
     def __post_init__(self) -> None:
         if self.timesteps < 1:
@@ -209,6 +233,8 @@ class TrainConfig:
             raise InputError(f"--seed {self.seed} must be >= 0")
         if not self.eval_workloads:
             raise InputError("give at least one --eval-workload")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"--select {self.selection!r}: choose one of {SELECTIONS}")
         if not 0.0 <= self.hyper.ent_coef <= 1.0:
             raise InputError(f"--ent-coef {self.hyper.ent_coef} is outside [0, 1]")
         if not self.net_arch or min(self.net_arch) < 1:
@@ -241,6 +267,8 @@ class TrainConfig:
                      "--slo-miss-usd-max", f"{self.reward.price_bounds[1]:g}"]
         if not self.train_shield:
             args.append("--no-train-shield")
+        if self.selection != "usd":
+            args += ["--select", self.selection]
         return shlex.join(args)
 
 
@@ -516,6 +544,7 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     table, notes = baseline_table(evals, setup, cfg.baselines)
     for note in notes:
         say(note)
+    reference = reference_scores(table) if cfg.selection == "relative" else None
 
     h = cfg.hyper
     model = PPO(
@@ -550,8 +579,10 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
             "gpu_hours": {k: r["gpu_hours"] for k, r in rows.items()}}
         if price is not None:
             entry["slo_miss_usd"] = round(price.price, 5)
+        key = selection_key(rows, target, reference)
+        if reference is not None and target is None:
+            entry["relative_score"] = round(key[1], 4)
         history.append(entry)
-        key = selection_key(rows, target)
         if key < best["key"]:
             model.save(work / "best.zip")
             best.update(score=score, key=key, timesteps=step, rows=rows, ranges=ranges)
@@ -611,6 +642,27 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     return TrainReport(cfg.output, meta, wall, steps_per_s)
 
 
+def weights_sha256(model_path: Path) -> str:
+    """sha256 over the policy network's parameters (names, dtypes, shapes, values).
+
+    ``model.zip``'s own sha256 guards the file, but differs between two runs of the same
+    command: stable-baselines3 stores the wall-clock start time and the episodes' timing
+    beside the weights. This digest is what a rerun of the recorded command reproduces."""
+    import hashlib
+
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    _, params, _ = load_from_zip_file(str(model_path), load_data=False, device="cpu")
+    # sb3 annotates the value as a Tensor; it is the policy's state_dict
+    state = cast(dict[str, Any], params["policy"])
+    h = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("aiops-autoscaler", "torch", "stable-baselines3", "gymnasium", "numpy"):
@@ -632,8 +684,9 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
     Fields: format and versions; the observation schema (version, names, bounds, whether a
     forecast is part of it); the training range of every feature; the action space; the
     network; the profile; training workloads, mix, reward and hyperparameters; evaluation
-    workloads, the table and its history; library versions; the sha256 of ``model.zip``;
-    and the command that reproduces the file."""
+    workloads, the table and its history; library versions; the sha256 of ``model.zip``
+    and of the weights inside it (:func:`weights_sha256`, what a rerun reproduces); and
+    the command that reproduces the file."""
     model_path = cfg.output / MODEL_FILE
     meta: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
@@ -642,6 +695,7 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
         "command": cfg.to_command(),
         "model_file": MODEL_FILE,
         "sha256": sha256_file(model_path),
+        "weights_sha256": weights_sha256(model_path),
         "model_bytes": model_path.stat().st_size,
         "feature_schema_version": FEATURE_SCHEMA_VERSION,
         "feature_names": list(FEATURE_NAMES),
@@ -682,6 +736,11 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
             "max_replicas": cfg.eval_max_replicas,
             "forecast": "naive (last value, empirical quantiles), refitted each decision",
             "score": "USD: GPU-hours x price + slo_miss_usd x requests missing the SLO",
+            "selection": cfg.selection,
+            "selection_meaning": (
+                "the checkpoint with the lowest mean over workloads of score / the "
+                "oracle's score (else the best baseline's)" if cfg.selection == "relative"
+                else "the checkpoint with the lowest total score"),
             "table": table,
             "notes": notes,
             "history": history,
