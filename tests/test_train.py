@@ -314,3 +314,27 @@ def test_evaluation_runs_above_the_setups_floor() -> None:
     with pytest.raises(InputError, match="min_replicas"):
         EvalSetup(profile, min_replicas=65)
 
+
+def test_shipped_default_reproduces_from_its_command(tmp_path: Path) -> None:
+    """policies/default must come from the command in its meta.json: rerun the first
+    evaluation period of that command and compare what it evaluated. This fails when the
+    simulator, the training loop or the evaluation changed after the policy was trained
+    (or when it was trained from uncommitted code): retrain it with that command."""
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "policies" / "default"
+                          / "meta.json").read_text())
+    args = shlex.split(shipped["command"])
+    assert args[:2] == ["aiops", "train"]
+    opts = args[2:]
+    every = opts[opts.index("--eval-every") + 1]
+    opts[opts.index("--timesteps") + 1] = every
+    opts[opts.index("--output") + 1] = str(tmp_path / "rerun")
+    app = typer.Typer()
+    register(app)
+    app.command(name="noop")(lambda: None)
+    res = CliRunner().invoke(app, ["train", *opts])
+    assert res.exit_code == 0, res.output
+    rerun = json.loads((tmp_path / "rerun" / "meta.json").read_text())
+    first, again = shipped["evaluation"]["history"][0], rerun["evaluation"]["history"][0]
+    assert first["timesteps"] == again["timesteps"] == int(every)
+    assert again == first, ("policies/default does not reproduce from its meta.json command: "
+                            "retrain it with that command")
