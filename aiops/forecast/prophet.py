@@ -39,6 +39,19 @@ def _below_warning(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING
 
 
+def _not_the_plotly_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Importing plotly failed")
+
+
+def _before_import() -> None:
+    """Prophet logs an ERROR when it is first imported without plotly, which aiops never
+    needs (its plots are matplotlib): an operator reading "failed" in the daemon's log would
+    look for a fault that is not there. Drop that one record, keep the rest."""
+    logger = logging.getLogger("prophet.plot")
+    if _not_the_plotly_notice not in logger.filters:
+        logger.addFilter(_not_the_plotly_notice)
+
+
 def _quiet() -> None:
     """Drop Prophet's and cmdstanpy's per-fit INFO chatter (they reset levels themselves)."""
     for name in ("prophet", "cmdstanpy"):
@@ -124,6 +137,7 @@ class ProphetForecaster(BaseForecaster):
         return np.asarray(out["yhat"].to_numpy(), dtype=np.float64)
 
     def _fit(self, timestamps: FloatArray, values: FloatArray) -> None:
+        _before_import()
         from prophet import Prophet
 
         _quiet()
@@ -188,6 +202,7 @@ class ProphetForecaster(BaseForecaster):
         return {"mode": self.mode_, "phi": self.phi_, "fit_seconds": self.fit_seconds_}
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        _before_import()
         from prophet.serialize import model_from_json
 
         _quiet()
