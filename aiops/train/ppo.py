@@ -664,12 +664,21 @@ def weights_sha256(model_path: Path) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions that decide whether a rerun reproduces the weights bit for bit — including
+    torch's CPU kernel level (e.g. AVX512): float sums differ between kernel variants, and
+    over a training run the difference grows into another policy."""
     out = {"python": platform.python_version()}
     for dist in ("aiops-autoscaler", "torch", "stable-baselines3", "gymnasium", "numpy"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = "absent"
+    try:
+        import torch
+
+        out["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    except (ImportError, AttributeError):
+        out["torch_cpu_capability"] = "unknown"
     return out
 
 
