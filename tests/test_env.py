@@ -100,3 +100,30 @@ def test_forecast_enters_the_observation() -> None:
     assert without[i50] == 0.0
     # 90 s ahead is step 6 of the ramp: 15 + 5 * (45/11) req/s over 2 replicas x 10 req/s.
     assert with_fc[i50] == pytest.approx(ramp[5] / 20.0, rel=1e-5)
+
+
+def test_an_error_budget_prices_only_the_misses_beyond_it(workload) -> None:  # type: ignore[no-untyped-def]
+    """Over an episode the miss charges add up to the misses beyond slo_budget of its
+    requests: all of them without a budget, none under a budget larger than the misses."""
+    def episode(budget: float) -> tuple[float, int, int]:
+        env = AutoscaleEnv([workload], PROFILE, episode_s=1800.0, deltas=(-1, 0, 1),
+                           slo_budget=budget, churn_usd=0.0, batch_change_usd=0.0)
+        env.reset(seed=3)
+        hold = np.array([env.deltas.index(0), env.batch_sizes.index(64)])
+        charged, missed, requests = 0.0, 0, 0
+        truncated = False
+        while not truncated:
+            _, r, _, truncated, info = env.step(hold)
+            gpu_usd = info["gpu_hours"] * PROFILE.gpu_hour_usd
+            charged += (-r * env.reward_scale - gpu_usd) / env.slo_miss_usd
+            missed += info["missed"]
+            requests += info["admitted"] + info["unserved"]
+        return charged, missed, requests
+
+    all_misses, missed, requests = episode(0.0)
+    assert all_misses == pytest.approx(missed, abs=1e-6)
+    assert 0.005 * requests < missed < 0.05 * requests  # a fleet that misses a little
+    part, _, _ = episode(0.005)
+    assert part == pytest.approx(missed - 0.005 * requests, abs=1e-6)
+    free, _, _ = episode(0.05)
+    assert free == pytest.approx(0.0, abs=1e-6)

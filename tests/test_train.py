@@ -345,3 +345,32 @@ def test_shipped_default_reproduces_from_its_command(tmp_path: Path) -> None:
     assert first["timesteps"] == again["timesteps"] == int(every)
     assert again == first, ("policies/default does not reproduce from its meta.json command: "
                             "retrain it with that command")
+
+
+def test_the_evaluation_score_spends_the_error_budget_like_the_reward() -> None:
+    """With a budget, only feasible misses beyond it are priced; without one the score is
+    unchanged (every miss, infeasible ones included), so earlier meta.json still hold."""
+    from types import SimpleNamespace
+
+    from aiops.sim.profiles import load_profile
+    from aiops.train.evaluate import score_usd
+
+    profile = load_profile("llama3-8b-a100")
+    res = SimpleNamespace(gpu_hours=2.0, requests=10_100, infeasible_requests=100,
+                          slo_attainment=0.98, slo_attainment_feasible=0.99)
+    gpu = 2.0 * profile.gpu_hour_usd
+    assert score_usd(res, profile, 0.01) == pytest.approx(gpu + 0.01 * 0.02 * 10_100)  # type: ignore[arg-type]
+    # 100 feasible misses, a budget of 50 of 10,000: 50 priced.
+    assert score_usd(res, profile, 0.01, 0.005) == pytest.approx(gpu + 0.01 * 50)  # type: ignore[arg-type]
+    assert score_usd(res, profile, 0.01, 0.02) == pytest.approx(gpu)  # type: ignore[arg-type]
+
+
+def test_error_budget_options_are_checked_and_reproduced(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    cfg = tiny_config(tmp_path / "b", csv, reward=RewardConfig(slo_budget=0.005))
+    assert "--slo-budget 0.005" in cfg.to_command()
+    assert "--slo-budget" not in tiny_config(tmp_path / "c", csv).to_command()
+    with pytest.raises(InputError, match="--slo-budget"):
+        RewardConfig(slo_budget=0.6)
+    with pytest.raises(InputError, match="give one"):
+        RewardConfig(slo_budget=0.01, slo_target=0.99)

@@ -8,6 +8,10 @@ pays: GPU cost, SLO misses and churn, all in US dollars so the weights mean some
     reward = -(gpu_hours * price + slo_miss_usd * missed + churn_usd * |replica change|
                + batch_change_usd * [batch changed]) / reward_scale
 
+With an error budget (``slo_budget``, e.g. 0.01) only the misses beyond that share of the
+episode's requests are priced: the goal ">= 99 % at the least cost" rather than a price
+on every miss.
+
 Episodes are windows of ``episode_s`` seconds taken at random offsets of the workloads
 given, so one long trace yields many different episodes. Requests still unserved when the
 episode ends count as missed: otherwise starving the queue at the end would pay.
@@ -52,6 +56,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         batch_sizes: tuple[int, ...] | None = None,
         slo: SloSpec | None = None,
         slo_miss_usd: float = 0.005,
+        slo_budget: float = 0.0,
         churn_usd: float = 0.002,
         batch_change_usd: float = 0.05,
         reward_scale: float = 0.1,
@@ -72,6 +77,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.batch_sizes = tuple(batch_sizes or profile.batch_sizes)
         self.slo = slo or SloSpec()
         self.slo_miss_usd = slo_miss_usd
+        self.slo_budget = slo_budget
         self.churn_usd = churn_usd
         self.batch_change_usd = batch_change_usd
         self.reward_scale = reward_scale
@@ -83,6 +89,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._fstate = FeatureState()
         self._steps = 0
         self._max_steps = 1
+        self._admitted = 0  # this episode's totals, for the error budget
+        self._missed = 0
+        self._charged = 0.0
 
     # ---------------------------------------------------------------- gym API
     def reset(
@@ -106,11 +115,26 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._sim = ClusterSim(self.profile, w, replicas=start, batch_size=batch, dt=self.dt,
                                slo=self.slo)
         self._steps = 0
+        self._admitted = self._missed = 0
+        self._charged = 0.0
         self._max_steps = max(1, math.ceil(min(w.duration, self.episode_s) / self.interval_s))
         self._fstate = FeatureState()
         self._sim.step(self.interval_s)
         obs, self._fstate = build_features(self._sim.snapshot(), self._context, None, self._fstate)
         return obs, {}
+
+    def _priced_misses(self, requests: int, missed: int) -> float:
+        """Misses to charge for this step. Without a budget, all of them. With one, the
+        growth of the episode's excess — misses beyond ``slo_budget`` of its requests so
+        far — so the episode's charges add up to its final excess exactly (a step that
+        serves well while the excess shrinks earns some back)."""
+        if self.slo_budget <= 0:
+            return float(missed)
+        self._admitted += requests
+        self._missed += missed
+        excess = max(0.0, self._missed - self.slo_budget * self._admitted)
+        charge, self._charged = excess - self._charged, excess
+        return charge
 
     def step(
         self, action: npt.NDArray[np.int64]
@@ -131,17 +155,17 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._steps += 1
         admitted, missed = sim.window_slo()
         truncated = self._steps >= self._max_steps
-        if truncated:
-            missed += sim.unserved()
+        unserved = sim.unserved() if truncated else 0
+        missed += unserved
         gpu_hours = (sim.gpu_seconds - gpu_before) / 3600.0
         cost = (
             gpu_hours * self.profile.gpu_hour_usd
-            + self.slo_miss_usd * missed
+            + self.slo_miss_usd * self._priced_misses(admitted + unserved, missed)
             + self.churn_usd * abs(target - before)
             + (self.batch_change_usd if batch_changed else 0.0)
         )
         snap = sim.snapshot()
         obs, self._fstate = build_features(snap, self._context, None, self._fstate)
         info = {"gpu_hours": gpu_hours, "admitted": admitted, "missed": missed,
-                "replicas": target, "batch_size": sim.batch_size}
+                "unserved": unserved, "replicas": target, "batch_size": sim.batch_size}
         return obs, -cost / self.reward_scale, False, truncated, info

@@ -54,6 +54,10 @@ def train(
         help="With --slo-target: the highest the adapted miss price may go.")] = 0.1,
     train_shield: Annotated[bool, typer.Option(
         help="Apply the shield's batch-size rules during training.")] = True,
+    slo_budget: Annotated[float, typer.Option(
+        help="Error budget: this share of each episode's requests may miss the SLO for "
+             "free; only misses beyond it cost --slo-miss-usd (0.01 = '99 % at the least "
+             "cost').")] = 0.0,
     select: Annotated[str, typer.Option(
         help="Checkpoint kept (without --slo-target): 'usd', the lowest total score in "
              "dollars, or 'relative', the lowest mean of each evaluation workload's score "
@@ -93,7 +97,8 @@ def train(
                           time_stretch=parse_range(time_stretch, "--time-stretch")),
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
             reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target,
-                                price_bounds=(min(0.0005, slo_miss_usd), slo_miss_usd_max)),
+                                price_bounds=(min(0.0005, slo_miss_usd), slo_miss_usd_max),
+                                slo_budget=slo_budget),
             train_shield=train_shield, selection=select,
             hyper=PpoHyper(ent_coef=ent_coef),
         )

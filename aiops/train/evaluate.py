@@ -90,19 +90,27 @@ def naive_forecast_fn(context: PolicyContext) -> ForecastFn | None:
     return forecast
 
 
-def score_usd(result: SimResult, profile: Profile, slo_miss_usd: float) -> float:
-    """GPU cost plus the price of every request that missed its SLO (or was never served)."""
-    missed = (1.0 - result.slo_attainment) * result.requests
-    return result.gpu_hours * profile.gpu_hour_usd + slo_miss_usd * missed
+def score_usd(result: SimResult, profile: Profile, slo_miss_usd: float,
+              slo_budget: float = 0.0) -> float:
+    """GPU cost plus the price of every request that missed its SLO (or was never served);
+    with an error budget, of the feasible requests missing beyond ``slo_budget`` of them
+    (as the training reward counts them: infeasible ones miss on any fleet)."""
+    gpu = result.gpu_hours * profile.gpu_hour_usd
+    if slo_budget <= 0:
+        return gpu + slo_miss_usd * (1.0 - result.slo_attainment) * result.requests
+    feasible = result.requests - result.infeasible_requests
+    missed = (1.0 - result.slo_attainment_feasible) * feasible
+    return gpu + slo_miss_usd * max(0.0, missed - slo_budget * feasible)
 
 
-def result_row(result: SimResult, profile: Profile, slo_miss_usd: float) -> dict[str, float]:
+def result_row(result: SimResult, profile: Profile, slo_miss_usd: float,
+               slo_budget: float = 0.0) -> dict[str, float]:
     return {
         "gpu_hours": round(result.gpu_hours, 4),
         "slo_attainment": round(result.slo_attainment, 5),
         "slo_attainment_feasible": round(result.slo_attainment_feasible, 5),
         "infeasible_requests": float(result.infeasible_requests),
-        "score_usd": round(score_usd(result, profile, slo_miss_usd), 3),
+        "score_usd": round(score_usd(result, profile, slo_miss_usd, slo_budget), 3),
         "requests": float(result.requests),
         "scale_ups": float(result.scale_ups),
         "scale_downs": float(result.scale_downs),
@@ -118,6 +126,7 @@ class EvalSetup:
     interval_s: float = 15.0
     slo: SloSpec = field(default_factory=SloSpec)
     slo_miss_usd: float = 0.005
+    slo_budget: float = 0.0  # see RewardConfig.slo_budget
     with_forecast: bool = True
     min_replicas: int = 1
     """The floor every policy runs above (the daemon's ``min_replicas`` guardrail): a fleet
@@ -174,7 +183,8 @@ def baseline_table(
             # A hindsight plan brings its own starting fleet; every other policy starts alike.
             start = getattr(policy, "start_replicas", None)
             res = run_on(policy, ew, setup, start=start)
-            table[ew.spec][name] = result_row(res, setup.profile, setup.slo_miss_usd)
+            table[ew.spec][name] = result_row(res, setup.profile, setup.slo_miss_usd,
+                                              setup.slo_budget)
             if on_done is not None:
                 on_done(name, ew.spec)
     return table, notes

@@ -119,10 +119,20 @@ class RewardConfig:
     price_bounds: tuple[float, float] = (0.0005, 0.1)
     """The price never leaves these bounds: where the target cannot be reached (a flash
     crowd inside one cold start), an unbounded price would teach "buy the maximum fleet"."""
+    slo_budget: float = 0.0
+    """An error budget: this share of each episode's (feasible) requests may miss for free
+    and only the misses beyond it are priced, in training and in the evaluation score. A
+    goal of ">= 99 % at the least cost" is a budget of 0.01; a price on every miss instead
+    buys attainment beyond 99 % wherever a replica costs less than the misses it saves."""
 
     def __post_init__(self) -> None:
         if not self.slo_miss_usd >= 0:
             raise InputError(f"--slo-miss-usd {self.slo_miss_usd} must be >= 0")
+        if not 0.0 <= self.slo_budget < 0.5:
+            raise InputError(f"--slo-budget {self.slo_budget} is outside [0, 0.5)")
+        if self.slo_budget > 0 and self.slo_target is not None:
+            raise InputError("--slo-budget and --slo-target are two ways to state the same "
+                             "goal: give one")
         if self.slo_target is not None and not 0.5 <= self.slo_target < 1.0:
             raise InputError(f"--slo-target {self.slo_target} is outside [0.5, 1)")
         lo, hi = self.price_bounds
@@ -269,6 +279,8 @@ class TrainConfig:
             args.append("--no-train-shield")
         if self.selection != "usd":
             args += ["--select", self.selection]
+        if self.reward.slo_budget > 0:
+            args += ["--slo-budget", f"{self.reward.slo_budget:g}"]
         return shlex.join(args)
 
 
@@ -425,7 +437,8 @@ def make_vec_env(cfg: TrainConfig, profile: Profile) -> Any:
             env = AutoscaleEnv(
                 mix, profile, episode_s=cfg.mix.episode_s, interval_s=cfg.interval_s,
                 max_replicas=max_r, deltas=tuple(range(-max_r, max_r + 1)),
-                slo_miss_usd=cfg.reward.slo_miss_usd, churn_usd=cfg.reward.churn_usd,
+                slo_miss_usd=cfg.reward.slo_miss_usd, slo_budget=cfg.reward.slo_budget,
+                churn_usd=cfg.reward.churn_usd,
                 batch_change_usd=cfg.reward.batch_change_usd,
                 reward_scale=cfg.reward.reward_scale,
             )
@@ -511,7 +524,7 @@ def evaluate_model(policy: Any, meta: PpoMeta, evals: Sequence[EvalWorkload],
         fallback, name = build_fallback(ctx)
         agent = PpoPolicy(SbActor(policy), meta, fallback=fallback, fallback_name=name)
         res = run_on(agent, ew, setup)
-        rows[ew.spec] = result_row(res, setup.profile, setup.slo_miss_usd)
+        rows[ew.spec] = result_row(res, setup.profile, setup.slo_miss_usd, setup.slo_budget)
     return rows
 
 
@@ -527,7 +540,8 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     profile = load_profile(cfg.profile)
     evals = load_eval_workloads(cfg.eval_workloads)
     setup = EvalSetup(profile, max_replicas=cfg.eval_max_replicas, interval_s=cfg.interval_s,
-                      slo=SloSpec(), slo_miss_usd=cfg.reward.slo_miss_usd)
+                      slo=SloSpec(), slo_miss_usd=cfg.reward.slo_miss_usd,
+                      slo_budget=cfg.reward.slo_budget)
     venv = make_vec_env(cfg, profile)
     envs = venv.envs
     if cfg.reward.slo_target is not None:
@@ -744,7 +758,10 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
             "workloads": [{"spec": ew.spec, **ew.workload.summary()} for ew in evals],
             "max_replicas": cfg.eval_max_replicas,
             "forecast": "naive (last value, empirical quantiles), refitted each decision",
-            "score": "USD: GPU-hours x price + slo_miss_usd x requests missing the SLO",
+            "score": ("USD: GPU-hours x price + slo_miss_usd x requests missing the SLO"
+                      if cfg.reward.slo_budget == 0 else
+                      f"USD: GPU-hours x price + slo_miss_usd x feasible requests missing "
+                      f"the SLO beyond {cfg.reward.slo_budget:g} of them"),
             "selection": cfg.selection,
             "selection_meaning": (
                 "the checkpoint with the lowest mean over workloads of score / the "
