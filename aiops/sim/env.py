@@ -89,7 +89,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._fstate = FeatureState()
         self._steps = 0
         self._max_steps = 1
-        self._admitted = 0  # this episode's totals, for the error budget
+        self._requests = 0  # this episode's totals, for the error budget
         self._missed = 0
         self._charged = 0.0
 
@@ -115,7 +115,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._sim = ClusterSim(self.profile, w, replicas=start, batch_size=batch, dt=self.dt,
                                slo=self.slo)
         self._steps = 0
-        self._admitted = self._missed = 0
+        self._requests = self._missed = 0
         self._charged = 0.0
         self._max_steps = max(1, math.ceil(min(w.duration, self.episode_s) / self.interval_s))
         self._fstate = FeatureState()
@@ -130,9 +130,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         serves well while the excess shrinks earns some back)."""
         if self.slo_budget <= 0:
             return float(missed)
-        self._admitted += requests
+        self._requests += requests
         self._missed += missed
-        excess = max(0.0, self._missed - self.slo_budget * self._admitted)
+        excess = max(0.0, self._missed - self.slo_budget * self._requests)
         charge, self._charged = excess - self._charged, excess
         return charge
 
