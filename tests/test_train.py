@@ -276,6 +276,8 @@ def test_relative_selection_is_recorded_and_reproduced(tmp_path: Path) -> None:
     assert meta["training"]["best_checkpoint_timesteps"] == best["timesteps"]
     with pytest.raises(InputError, match="--select"):
         tiny_config(tmp_path / "x", csv, selection="median")
+    with pytest.raises(InputError, match="no baseline scored"):
+        train_ppo(tiny_config(tmp_path / "y", csv, selection="relative", baselines=()))
 
 
 def test_training_with_an_slo_target_records_the_adapted_price(tmp_path: Path) -> None:

@@ -559,6 +559,9 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
     for note in notes:
         say(note)
     reference = reference_scores(table) if cfg.selection == "relative" else None
+    if reference is not None and not reference:
+        raise InputError("--select relative divides by a baseline's score, and no baseline "
+                         "scored above zero on any evaluation workload")
 
     h = cfg.hyper
     model = PPO(
