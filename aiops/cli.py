@@ -39,9 +39,11 @@ def _register_subcommands() -> None:
     from aiops.forecast import cli as forecast_cli
     from aiops.report import cli as report_cli
     from aiops.sim import cli as sim_cli
+    from aiops.sim import profile_cli
     from aiops.train import cli as train_cli
 
-    for mod in (daemon_cli, sim_cli, report_cli, train_cli, forecast_cli, detect_cli):
+    for mod in (daemon_cli, sim_cli, report_cli, train_cli, forecast_cli, detect_cli,
+                profile_cli):
         mod.register(app)
 
 

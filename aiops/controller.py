@@ -165,7 +165,7 @@ class Controller:
                 replica_capacity_rps=profile.replica_capacity_rps(
                     profile.default_batch_size, 600.0, 150.0, tpot_slo=t.slo.tpot_s),
                 ttft_slo_s=t.slo.ttft_s, tpot_slo_s=t.slo.tpot_s,
-                max_batch_for_tpot=profile.max_batch_for_tpot(t.slo.tpot_s),
+                max_batch_for_tpot=profile.max_batch_for_tpot(t.slo.tpot_s, 675.0),
             )
             policy, name, reason = build_policy(t, context, policy_extras)
             if reason:

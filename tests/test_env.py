@@ -42,25 +42,29 @@ def test_episode_length_and_truncation(workload) -> None:  # type: ignore[no-unt
 
 
 def test_reward_prices_gpu_time_and_slo_misses(workload) -> None:  # type: ignore[no-untyped-def]
-    def total_reward(delta: int) -> tuple[float, int]:
-        env = AutoscaleEnv([workload], PROFILE, episode_s=900.0, deltas=(-8, 0, 8))
+    def episode(delta: int) -> tuple[float, int, float]:
+        env = AutoscaleEnv([workload], PROFILE, episode_s=900.0, deltas=(-8, 0, 8),
+                           churn_usd=0.0, batch_change_usd=0.0)
         env.reset(seed=3)
-        total, missed = 0.0, 0
+        total, missed, gpu_usd = 0.0, 0, 0.0
         a = np.array([env.deltas.index(delta), env.batch_sizes.index(64)])
         for i in range(60):
             _, r, _, trunc, info = env.step(a if i == 0 else np.array([1, a[1]]))
             total += r
             missed += info["missed"]
+            gpu_usd += info["gpu_hours"] * PROFILE.gpu_hour_usd
             if trunc:
                 break
-        return total, missed
+        # The reward is exactly what an operator pays, in dollars, scaled.
+        assert total == pytest.approx(-(gpu_usd + env.slo_miss_usd * missed) / env.reward_scale)
+        return total, missed, gpu_usd
 
-    over, missed_over = total_reward(8)
-    held, missed_held = total_reward(0)
-    under, missed_under = total_reward(-8)
+    _, missed_over, gpu_over = episode(8)
+    held, missed_held, gpu_held = episode(0)
+    under, missed_under, gpu_under = episode(-8)
     assert missed_under > missed_held  # too few replicas misses the SLO...
-    assert under < held  # ...and that is priced
-    assert over < held  # eight idle replicas cost more than they save here
+    assert under < held  # ...and that is priced above the GPU time it saves
+    assert gpu_under < gpu_held < gpu_over  # idle replicas are paid for
     assert missed_over <= missed_held
 
 
@@ -107,7 +111,8 @@ def test_an_error_budget_prices_only_the_misses_beyond_it(workload) -> None:  # 
     requests: all of them without a budget, none under a budget larger than the misses."""
     def episode(budget: float) -> tuple[float, int, int]:
         env = AutoscaleEnv([workload], PROFILE, episode_s=1800.0, deltas=(-1, 0, 1),
-                           slo_budget=budget, churn_usd=0.0, batch_change_usd=0.0)
+                           slo_budget=budget, churn_usd=0.0, batch_change_usd=0.0,
+                           min_replicas=6)
         env.reset(seed=3)
         hold = np.array([env.deltas.index(0), env.batch_sizes.index(64)])
         charged, missed, requests = 0.0, 0, 0
@@ -117,7 +122,7 @@ def test_an_error_budget_prices_only_the_misses_beyond_it(workload) -> None:  # 
             gpu_usd = info["gpu_hours"] * PROFILE.gpu_hour_usd
             charged += (-r * env.reward_scale - gpu_usd) / env.slo_miss_usd
             missed += info["missed"]
-            requests += info["admitted"] + info["unserved"]
+            requests += info["finished"] + info["unserved"]
         return charged, missed, requests
 
     all_misses, missed, requests = episode(0.0)

@@ -394,10 +394,16 @@ def test_batch_growth_is_capped_at_the_tpot_safe_size() -> None:
 def test_profile_knows_the_largest_tpot_safe_batch() -> None:
     from aiops.sim.profiles import load_profile
 
-    p = load_profile("llama3-8b-a100")  # 12.5 ms + 0.24 ms per sequence
-    assert p.max_batch_for_tpot(0.05) == 128  # 256 -> 74 ms per step
-    assert p.max_batch_for_tpot(0.1) == 256
-    assert p.max_batch_for_tpot(0.001) == 16  # none meets it: the smallest offered
+    p = load_profile("llama3-8b-a100")
+    for ctx in (500.0, 2000.0, 4000.0):
+        safe = p.max_batch_for_tpot(0.05, ctx)
+        assert p.step_time(safe, ctx) <= 0.05
+        bigger = [b for b in p.batch_sizes if b > safe]
+        assert all(p.step_time(b, ctx) > 0.05 for b in bigger)
+    # Longer sequences hold more KV: the safe batch shrinks.
+    assert p.max_batch_for_tpot(0.05, 4000.0) < p.max_batch_for_tpot(0.05, 500.0)
+    assert p.max_batch_for_tpot(1.0) == max(p.batch_sizes)
+    assert p.max_batch_for_tpot(0.001) == min(p.batch_sizes)  # none meets it: the smallest
 
 
 def test_batch_the_target_does_not_offer_is_blocked() -> None:

@@ -49,7 +49,7 @@ from aiops.report.plots import downsample
 from aiops.report.replay import RecordedReplicas
 from aiops.sim.cluster import SloSpec
 from aiops.sim.profiles import load_profile
-from aiops.sim.workloads import synthetic
+from aiops.sim.workloads import TokenDistribution, synthetic
 
 STEP = 60.0
 NOW = 1_700_000_000.0
@@ -511,12 +511,16 @@ def test_recorded_replicas_follow_the_history() -> None:
 
 def test_batch_advice_changes_only_when_it_buys_capacity() -> None:
     prof = load_profile()
-    w = synthetic("steady", seed=0, duration=600.0)
+    # Long prompts: a full batch of 256 holds ~600k KV tokens, far above a 50 ms step.
+    w = synthetic("steady", seed=0, duration=600.0,
+                  tokens=TokenDistribution(context_median=2400, generated_median=150))
     slo = SloSpec()
     keep = batch_advice(prof, w, slo, prof.batch_sizes, 64)
     assert keep.recommended == 64 and keep.reason.startswith("keep 64")
-    # 256 at a full batch misses a 50 ms TPOT (73.9 ms): never recommended, and left.
     off = batch_advice(prof, w, slo, prof.batch_sizes, 256)
+    too_slow = off.option(256)
+    assert too_slow is not None and too_slow.tpot_s > slo.tpot_s
+    # A size whose full batch misses the TPOT objective is never recommended, and left.
     assert off.recommended != 256 and "above the SLO" in off.reason
     rec = off.option(off.recommended)
     assert rec is not None and rec.tpot_s <= slo.tpot_s

@@ -21,11 +21,13 @@ PROFILE = load_profile()
 def test_oracle_is_never_costlier_at_equal_or_better_slo(name: str) -> None:
     w = synthetic(name, seed=2, duration=2400.0)
     specs = ["oracle", "hpa", "hpa:target=0.5", "keda", "keda:threshold=2", "static",
-             "static:replicas=2", "static:replicas=4", "static:replicas=8"]
+             "static:replicas=2", "static:replicas=4", "static:replicas=8",
+             "static:replicas=12", "static:replicas=16"]
     results = {k: v.result for k, v in compare_policies(w, PROFILE, specs).outputs.items()}
     oracle = results.pop("oracle")
     assert oracle.unfinished == 0
-    compared = [s for s, r in results.items() if r.slo_attainment >= oracle.slo_attainment]
+    compared = [s for s, r in results.items()
+                if r.slo_attainment_feasible >= oracle.slo_attainment_feasible]
     assert compared  # the bound is tested against at least one policy
     for spec in compared:
         assert oracle.gpu_hours <= results[spec].gpu_hours + 1e-9, spec

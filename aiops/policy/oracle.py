@@ -25,8 +25,9 @@ from aiops.policy.base import (
     param_float,
     param_int,
 )
-from aiops.sim.cluster import ClusterSim, SloSpec, feasible_mask
+from aiops.sim.cluster import ClusterSim, SloSpec
 from aiops.sim.profiles import Profile
+from aiops.sim.stream import RequestStream, as_stream
 from aiops.sim.workloads import Workload
 from aiops.types import IntArray, Recommendation
 
@@ -67,54 +68,51 @@ class OraclePolicy:
     @classmethod
     def build(
         cls,
-        workload: Workload,
+        workload: Workload | RequestStream,
         profile: Profile,
         context: PolicyContext,
         *,
         slo: SloSpec | None = None,
         target: float = 0.99,
         rounds: int = 10,
-        dt: float = 0.5,
     ) -> OraclePolicy:
-        """Plan by hindsight."""
+        """Plan by hindsight (a Workload, or a stream too long to hold: only its load curve
+        and the simulator's per-interval attainment are needed)."""
         slo = slo or SloSpec()
+        stream = as_stream(workload)
         interval = context.interval_s
-        steps = max(1, math.ceil(workload.duration / interval))
+        steps = max(1, math.ceil(stream.duration / interval))
         cap = max(context.replica_capacity_rps, 1e-6)
         # Need per interval from the busiest 5 s inside it: bursts, not the mean, set TTFT.
         sub = 5.0
-        rate = np.bincount((workload.arrivals // sub).astype(np.int64),
-                           minlength=math.ceil(steps * interval / sub) + 1) / sub
-        per = round(interval / sub)
-        rate = rate[: steps * per].reshape(steps, per)
-        need = np.ceil(rate.max(axis=1) / (cap * 1.3)).astype(np.int64)
+        per = max(1, round(interval / sub))
+        rate = stream.rate(interval / per)
+        rate = np.pad(rate, (0, max(0, steps * per - len(rate))))[: steps * per]
+        need = np.ceil(rate.reshape(steps, per).max(axis=1) / (cap * 1.3)).astype(np.int64)
         need = np.clip(need, context.min_replicas, context.max_replicas)
-        # Requests whose prompt alone takes longer than the TTFT objective to prefill can
-        # never meet it, whatever the replica count: the target applies to the others.
-        feasible = feasible_mask(profile, workload.context_tokens, slo)
-        n_feasible = max(int(feasible.sum()), 1)
         # Needs only grow from round to round, so the first plan that reaches the target is
-        # the cheapest found; if none does, keep the one with the best attainment.
+        # the cheapest found; if none does, keep the one with the best attainment. The
+        # target counts only requests an idle replica could serve within the SLO.
         best_need, best_att = need.copy(), -1.0
         for _ in range(rounds):
             plan, start = cls._plan(need, context)
-            sim = ClusterSim(profile, workload, replicas=start, dt=dt, slo=slo)
+            sim = ClusterSim(profile, workload, replicas=start, slo=slo, keep_requests=False,
+                             stats_bin_s=interval)
             for i in range(steps):
                 sim.step(interval)
                 sim.scale(int(plan[i]))
             sim.finish()
-            ok = (~np.isnan(sim.ttft)) & (sim.ttft <= slo.ttft_s) & (sim.tpot <= slo.tpot_s)
-            attained = float((ok & feasible).sum()) / n_feasible
+            feasible, good = sim.attainment_by_arrival()
+            attained = float(good.sum()) / max(float(feasible.sum()), 1.0)
             if attained > best_att:
                 best_need, best_att = need.copy(), attained
             if attained >= target:
                 break
-            ok = ok | ~feasible
-            idx = np.minimum((workload.arrivals // interval).astype(np.int64), steps - 1)
-            total = np.bincount(idx, minlength=steps)
-            good = np.bincount(idx, weights=ok.astype(np.float64), minlength=steps)
+            feasible, good = feasible[:steps], good[:steps]
+            feasible = np.pad(feasible, (0, steps - len(feasible)))
+            good = np.pad(good, (0, steps - len(good)))
             with np.errstate(invalid="ignore", divide="ignore"):
-                att = np.where(total > 0, good / np.maximum(total, 1), 1.0)
+                att = np.where(feasible > 0, good / np.maximum(feasible, 1.0), 1.0)
             bad = att < target
             if not bad.any():
                 break

@@ -199,8 +199,9 @@ def batch_advice(profile: Profile, workload: Workload, slo: SloSpec,
                  current_known: bool = False) -> BatchAdvice:
     """The batch size that serves this traffic mix with the fewest replicas within the SLO.
 
-    For each allowed size: one replica's decode throughput and TPOT at a full batch
-    (``Profile.decode_tokens_per_s``, ``Profile.step_time``) and the requests/s it sustains
+    For each allowed size: one replica's decode throughput and TPOT at a full batch of this
+    mix's sequences (``Profile.decode_tokens_per_s``, ``Profile.step_time``) and the requests/s
+    it sustains
     within the SLO for this mix (``Profile.replica_capacity_rps``, the model the policies
     plan with). A change rolls every pod of the Deployment, so it has to buy something: the
     current size is kept unless another one sustains :data:`BATCH_GAIN` more requests/s per
@@ -216,10 +217,12 @@ def batch_advice(profile: Profile, workload: Workload, slo: SloSpec,
     peak_raw = workload.summary().get("peak_rate")
     peak = float(peak_raw) if isinstance(peak_raw, int | float) else 0.0
     options = []
+    held = ctx + 0.5 * gen  # KV tokens a sequence holds on average while it decodes
     for b in allowed:
-        cap = profile.replica_capacity_rps(b, ctx, gen, tpot_slo=slo.tpot_s)
-        options.append(BatchOption(b, profile.decode_tokens_per_s(b), profile.step_time(b),
-                                   cap, max(1, math.ceil(peak / cap - 1e-9)) if cap > 0 else 0))
+        cap = profile.replica_capacity_rps(b, ctx, gen, ttft_slo=slo.ttft_s, tpot_slo=slo.tpot_s)
+        options.append(BatchOption(b, profile.decode_tokens_per_s(b, held),
+                                   profile.step_time(b, held), cap,
+                                   max(1, math.ceil(peak / cap - 1e-9)) if cap > 0 else 0))
     within = [o for o in options if o.tpot_s <= slo.tpot_s] or [
         min(options, key=lambda o: o.tpot_s)]
     best_cap = max(o.capacity_rps for o in within)

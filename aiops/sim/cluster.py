@@ -1,21 +1,31 @@
-"""A simulated deployment of one LLM model server with continuous batching.
+"""A simulated Deployment of one LLM model server: replicas, their lifecycle, and the metrics.
 
-``ClusterSim`` is the embedded cluster: the simulator's ``aiops simulate``, the gym
-environment the PPO agent trains in, and the daemon's ``sim`` backend all drive it. It keeps
-what Kubernetes would keep (replicas starting, ready, draining; the pod template's batch
-size) in Python, and hands the per-request work to the compiled kernel in ``kernel.py``.
+``ClusterSim`` is the embedded cluster: ``aiops simulate``, the gym environment the PPO agent
+trains in, the oracle and the daemon's ``sim`` backend all drive it. It keeps what Kubernetes
+would keep (pods starting, ready, draining; the pod template's batch size) in Python and hands
+the servers' work — every replica, iteration by iteration — to the compiled kernel in
+``kernel.py``.
 
 What it models, and why:
 
 * New replicas become ready after the profile's cold start; until then they cost money and
   serve nothing — the reason reactive autoscalers are late on GPU fleets.
-* Removed replicas drain: their running requests finish, nothing is dropped, and they cost
-  until the last one is done. Replicas still starting are removed first, as the ReplicaSet
-  controller deletes not-ready pods first.
+* Removed replicas drain: the router stops sending them requests, they finish what they hold
+  (queued requests included: those are in-flight HTTP requests), and cost until they do.
+  Replicas still starting are removed first, as the ReplicaSet controller deletes not-ready
+  pods first; then pods of an old template, then the newest.
 * A batch-size change (``--max-num-seqs``) is a rolling update with maxSurge 25% and
   maxUnavailable 0: new pods at the new size start, and an old one drains each time a new
   one is ready. Changing the batch size is therefore not free, as on a real cluster.
-* Cost is GPU-seconds of every replica that exists (starting, ready or draining).
+* Requests that arrive while no replica is ready wait at the gateway and are routed when one
+  becomes ready.
+* Cost is GPU-seconds of every pod that exists (starting, ready or draining).
+
+Memory does not grow with the length of a replay: requests come from a
+:class:`~aiops.sim.stream.RequestStream` window by window into a ring buffer, finished
+requests are folded into counters and streaming quantile sketches (DDSketch, within 0.2 % at
+any percentile, deterministic; see ``summary.py``), and only an in-memory
+``Workload`` keeps per-request results (``keep_requests``) for tests and the oracle.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from aiops.sim import kernel as kn
-from aiops.sim.profiles import Profile
+from aiops.sim.profiles import ROUTINGS, Profile
+from aiops.sim.stream import DEFAULT_CHUNK_S, Chunk, RequestStream, as_stream
+from aiops.sim.summary import LatencySketch
 from aiops.sim.workloads import Workload
 from aiops.types import FloatArray, Snapshot
 
@@ -35,6 +47,17 @@ from aiops.types import FloatArray, Snapshot
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+LOG_ROWS = 1 << 16
+"""Rows of the kernel's completion and first-token logs: drained into the sketches when full
+or when results are read, so a 15-second step costs no Python work per request."""
+
+LOAD_AHEAD_S = 300.0
+"""Requests are loaded into the ring this far ahead of the simulated time, in one batch, so the
+per-request work of loading happens once per five simulated minutes, not once per step."""
+
+STATS_BIN_S = 15.0
+"""Width of the per-arrival-time attainment bins the oracle plans with (one decision)."""
 
 
 @dataclass(frozen=True)
@@ -46,32 +69,37 @@ class SloSpec:
 
 
 def feasible_mask(profile: Profile, context_tokens: npt.ArrayLike,
-                  slo: SloSpec | None = None) -> npt.NDArray[np.bool_]:
+                  slo: SloSpec | None = None,
+                  generated_tokens: npt.ArrayLike | None = None) -> npt.NDArray[np.bool_]:
     """Which requests could meet the SLO at all: served alone on an idle, ready replica.
 
-    A prompt whose prefill alone (``ttft_overhead_s + context / prefill_tokens_per_s``)
-    outlasts the TTFT objective misses it on any fleet, however large; so does every request
-    when the decode step's fixed cost (``decode_t0_s``, the kernel's floor on TPOT) is above
-    the TPOT objective. SLO attainment "over feasible requests" is measured over this mask:
-    the target a scaler can reach. A request outside it can never meet the SLO in the
-    simulator, so the attainment over all requests is never above the feasible one.
+    A prompt whose prefill alone (the API overhead plus its chunks on an idle replica)
+    outlasts the TTFT objective misses it on any fleet, however large; so does a request
+    whose decode step with nothing else in the batch is above the TPOT objective. SLO
+    attainment "over feasible requests" is measured over this mask: the target a scaler can
+    reach. Every figure (simulate, the oracle, the bench, training) uses this one definition.
     """
     slo = slo or SloSpec()
     ctx = np.asarray(context_tokens, dtype=np.float64)
-    prefill_ok = profile.ttft_overhead_s + ctx / profile.prefill_tokens_per_s <= slo.ttft_s
-    mask: npt.NDArray[np.bool_] = prefill_ok & (profile.decode_t0_s <= slo.tpot_s)
+    gen = (np.ones_like(ctx) if generated_tokens is None
+           else np.asarray(generated_tokens, dtype=np.float64))
+    ttft_ok = profile.idle_ttft(ctx) <= slo.ttft_s
+    tpot = profile.iteration.decode_step(1.0, ctx + 0.5 * gen)
+    tpot_ok = (gen <= 1.0) | (tpot <= slo.tpot_s)
+    mask: npt.NDArray[np.bool_] = np.asarray(ttft_ok & tpot_ok)
     return mask
 
 
 @dataclass
-class _Draining:
-    end: float
+class _Pod:
+    """One pod of the Deployment. ``slot`` is its replica index in the kernel once ready."""
 
-
-@dataclass
-class _Starting:
-    ready_at: float
     batch: int
+    created: float
+    ready_at: float
+    state: str = "starting"  # starting | ready | draining | gone
+    slot: int = -1
+    ended: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,9 @@ class SimResult:
     # (:func:`feasible_mask`), and how many could not (they count as missed above).
     slo_attainment_feasible: float = 1.0
     infeasible_requests: int = 0
+    ttft_p90_s: float = math.nan
+    tpot_p50_s: float = math.nan
+    preemptions: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -103,12 +134,15 @@ class SimResult:
             "slo_attainment_feasible": round(self.slo_attainment_feasible, 5),
             "infeasible_requests": self.infeasible_requests,
             "ttft_p50_s": round(self.ttft_p50_s, 4),
+            "ttft_p90_s": round(self.ttft_p90_s, 4),
             "ttft_p99_s": round(self.ttft_p99_s, 4),
+            "tpot_p50_s": round(self.tpot_p50_s, 5),
             "tpot_p99_s": round(self.tpot_p99_s, 5),
             "scale_ups": self.scale_ups,
             "scale_downs": self.scale_downs,
             "max_replicas": self.max_replicas,
             "requests": self.requests,
+            "preemptions": self.preemptions,
         }
         if self.unfinished:
             out["unfinished"] = self.unfinished
@@ -116,75 +150,254 @@ class SimResult:
 
 
 class ClusterSim:
-    """One simulated Deployment serving one workload. Time starts at 0 (workload time)."""
+    """One simulated Deployment serving one workload. Time starts at 0 (workload time).
+
+    ``keep_requests`` (default: on for an in-memory Workload, off for a stream) keeps every
+    request's TTFT, TPOT and finish time in arrays indexed like the workload (``ttft``,
+    ``tpot``, ``done``); without it, memory stays bounded however long the replay.
+    ``routing`` (one of :data:`~aiops.sim.profiles.ROUTINGS`) overrides the profile's.
+    ``tpot`` is NaN for a request with a single output token (it never decodes).
+    """
 
     def __init__(
         self,
         profile: Profile,
-        workload: Workload,
+        workload: Workload | RequestStream,
         *,
         replicas: int,
         batch_size: int | None = None,
-        dt: float = 0.5,
         slo: SloSpec | None = None,
         time_offset: float = 0.0,
+        keep_requests: bool | None = None,
+        routing: str | None = None,
+        chunk_s: float = DEFAULT_CHUNK_S,
+        stats_bin_s: float = STATS_BIN_S,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
+        routing = routing or profile.routing
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
         self.profile = profile
+        self.stream = as_stream(workload)
         self.workload = workload
+        self.duration = float(self.stream.duration)
         self.slo = slo or SloSpec()
-        self.dt = float(dt)
         self.time_offset = time_offset  # added to snapshot times (a trace's real clock)
         self.batch_size = batch_size or profile.default_batch_size
         if self.batch_size not in profile.batch_sizes:
             raise ValueError(
                 f"batch size {self.batch_size} is not one of {list(profile.batch_sizes)}"
             )
-        n = len(workload)
-        self._arr = np.ascontiguousarray(workload.arrivals, dtype=np.float64)
-        self._ctx = np.ascontiguousarray(workload.context_tokens, dtype=np.float64)
-        self._feasible = feasible_mask(profile, self._ctx, self.slo)
-        self._gen = np.ascontiguousarray(np.maximum(workload.generated_tokens, 1), dtype=np.float64)
-        # A request that could never fit one replica's KV cache is truncated to fit, as a
-        # real server rejects or truncates it; otherwise it would block the queue forever.
-        self._need = np.minimum(self._ctx + self._gen, 0.95 * profile.kv_cache_tokens)
-        self.start = np.full(n, np.nan)
-        self.ttft = np.full(n, np.nan)
-        self.tpot = np.full(n, np.nan)
-        self.done = np.full(n, np.nan)
-        self._st = np.zeros(kn.ST_SIZE)
-        longest = float(
-            profile.ttft_overhead_s
-            + (self._ctx.max() / profile.prefill_tokens_per_s if n else 0.0)
-            + (self._gen.max() if n else 1.0) * profile.step_time(max(profile.batch_sizes)) * 2.0
-        )
-        size = kn.ring_size(self.dt, longest)
-        self._ring_done = np.zeros(size)
-        self._ring_kv = np.zeros(size)
-        self._ring_gen = np.zeros(size)
-        self._prof = np.array([profile.decode_t0_s, profile.decode_k_s,
-                               profile.prefill_tokens_per_s, profile.ttft_overhead_s])
-        self._ready: list[int] = [self.batch_size] * replicas
-        self._desired = replicas
-        self._starting: list[_Starting] = []
-        self._draining: list[_Draining] = []
-        self.gpu_seconds = 0.0
-        self.scale_ups = 0
-        self.scale_downs = 0
-        self.max_replicas = replicas
-        self._last_bins = np.zeros((0, kn.B_COLS))
-        self._window_qhead = 0
-        self._hist_upto = 0
+        in_memory = isinstance(workload, Workload)
+        self.keep_requests = in_memory if keep_requests is None else keep_requests
+        n_known = len(workload) if isinstance(workload, Workload) else 0
+        self._chunks = self.stream.chunks(chunk_s)
+        self._pending: Chunk | None = None
+        self._pending_pos = 0
+        self._stream_done = False
+        self._loaded = 0  # requests loaded into the ring so far (the next id)
+        self._loaded_upto = -math.inf  # every request reaching the engine before this is loaded
+        self._feasible_loaded = 0
+
+        # Kernel state.
+        it = profile.iteration
+        xs, ys = it.table
+        self._tx = np.ascontiguousarray(xs)
+        self._ty = np.ascontiguousarray(ys)
+        dense = max(profile.max_num_batched_tokens, 4096) + max(profile.batch_sizes) + 1
+        self._lt = np.ascontiguousarray(it.linear(np.arange(dense, dtype=np.float64)))
+        self._pf = np.zeros(kn.P_SIZE)
+        self._pf[kn.P_OVH] = it.overhead_s
+        self._pf[kn.P_OVH_SEQ] = it.per_sequence_s
+        self._pf[kn.P_DEC0] = it.decode_fixed_s
+        self._pf[kn.P_DEC_SEQ] = it.decode_per_sequence_s
+        self._pf[kn.P_DEC_KV] = it.decode_per_kv_token_s
+        self._pf[kn.P_PF0] = it.prefill_fixed_s
+        self._pf[kn.P_PF_TOK] = it.prefill_per_token_s
+        self._pf[kn.P_PF_KV] = it.prefill_per_token_kv_s
+        self._pf[kn.P_PF_SQ] = it.prefill_per_token_sq_s
+        self._pf[kn.P_BUDGET] = profile.max_num_batched_tokens
+        self._pf[kn.P_SCHED] = (kn.SCHED_CHUNKED if profile.scheduler == "chunked-prefill"
+                                else kn.SCHED_PREFILL_FIRST)
+        self._pf[kn.P_API] = profile.api_overhead_s
+        self._pf[kn.P_ROUTE] = {"least-outstanding": kn.ROUTE_LEAST_OUTSTANDING,
+                                "least-waiting": kn.ROUTE_LEAST_WAITING,
+                                "round-robin": kn.ROUTE_ROUND_ROBIN}[routing]
+        self._pf[kn.P_WATERMARK] = profile.watermark
+        self._pf[kn.P_TTFT_SLO] = self.slo.ttft_s
+        self._pf[kn.P_TPOT_SLO] = self.slo.tpot_s
+        self._pf[kn.P_MERGE] = 1.0
+        cap = 1 << max(12, math.ceil(math.log2(max(n_known, 1)))) if in_memory else 1 << 16
+        cap = min(cap, 1 << 20)
+        self._rf = np.zeros((cap, kn.F_SIZE))
+        self._rq = np.zeros((cap, kn.I_SIZE), dtype=np.int64)
+        self._st = np.zeros(kn.G_SIZE)
+        self._width = max(profile.batch_sizes)
+        self._alloc_replicas(max(8, replicas * 2))
+        rows = min(LOG_ROWS, max(4096, 4 * self._width, n_known + 1)) if in_memory else LOG_ROWS
+        self._clog = np.zeros((rows, kn.C_SIZE))
+        self._flog = np.zeros(rows)
+
+        # Per-request results (in-memory workloads) and streaming summaries.
+        if self.keep_requests:
+            self._ttft = np.full(n_known, np.nan)
+            self._tpot = np.full(n_known, np.nan)
+            self._done = np.full(n_known, np.nan)
+        self._ttft_sketch = LatencySketch()
+        self._tpot_sketch = LatencySketch()
+        self.stats_bin_s = float(stats_bin_s)
+        nbins = max(1, math.ceil(self.duration / self.stats_bin_s) + 1)
+        self._bin_feasible = np.zeros(nbins)  # feasible requests loaded, by arrival bin
+        self._bin_ok = np.zeros(nbins)  # feasible requests that met the SLO, by arrival bin
         self._ttft_hist = np.zeros(len(TTFT_BUCKETS) + 1)
         self._tpot_hist = np.zeros(len(TPOT_BUCKETS) + 1)
         self._ttft_sum = 0.0
         self._tpot_sum = 0.0
+        self._win_ttft: list[FloatArray] = []  # window values drained before the window ended
+        self._win_tpot: list[FloatArray] = []
+        self._win_f0 = 0  # log rows where the current window starts
+        self._win_c0 = 0
+        self._win_start = 0.0
+        self._win_counters = self._st.copy()
+        self._win_busy = 0.0
+
+        # Pods.
+        self._pods: list[_Pod] = []
+        self._desired = replicas
+        self.gpu_seconds = 0.0
+        self._cost_upto = 0.0
+        self.scale_ups = 0
+        self.scale_downs = 0
+        self.max_replicas = replicas
+        for _ in range(replicas):
+            pod = _Pod(self.batch_size, 0.0, 0.0)
+            self._pods.append(pod)
+            self._make_ready(pod, 0.0)
+
+    # ----------------------------------------------------------------- kernel arrays
+    _rr: npt.NDArray[np.float64]
+    _ri: npt.NDArray[np.int64]
+    _hk: npt.NDArray[np.float64]
+    _hid: npt.NDArray[np.int64]
+    _pfl: npt.NDArray[np.int64]
+
+    def _alloc_replicas(self, n: int) -> None:
+        size = 1 << max(3, math.ceil(math.log2(max(n, 2))))
+        old = getattr(self, "_rr", None)
+        rr = np.zeros((size, kn.R_SIZE))
+        ri = np.zeros((size, kn.RI_SIZE), dtype=np.int64)
+        hk = np.zeros((size, self._width))
+        hid = np.zeros((size, self._width), dtype=np.int64)
+        pfl = np.zeros((size, self._width), dtype=np.int64)
+        rr[:, kn.R_NEXT] = math.inf
+        rr[:, kn.R_GONE] = math.nan
+        if old is not None:
+            k = old.shape[0]
+            rr[:k] = old
+            ri[:k] = self._ri
+            hk[:k] = self._hk
+            hid[:k] = self._hid
+            pfl[:k] = self._pfl
+        self._rr, self._ri, self._hk, self._hid, self._pfl = rr, ri, hk, hid, pfl
+        self._tt = np.full(2 * size, math.inf)
+        self._ti = np.zeros(2 * size, dtype=np.int64)
+        for r in range(size):
+            kn.tree_set(self._tt, self._ti, r, float(rr[r, kn.R_NEXT]))
+        self._free_slots = [r for r in range(size - 1, -1, -1)
+                            if ri[r, kn.RSTATE] == kn.RS_NONE]
+        self._nrep = max((r + 1 for r in range(size) if ri[r, kn.RSTATE] != kn.RS_NONE),
+                         default=0)
+
+    def _grow_ring(self) -> None:
+        old_rf, old_rq = self._rf, self._rq
+        old_mask = old_rf.shape[0] - 1
+        cap = old_rf.shape[0] * 2
+        rf = np.zeros((cap, kn.F_SIZE))
+        rq = np.zeros((cap, kn.I_SIZE), dtype=np.int64)
+        ids = np.arange(int(self._st[kn.G_LOW]), self._loaded, dtype=np.int64)
+        rf[ids & (cap - 1)] = old_rf[ids & old_mask]
+        rq[ids & (cap - 1)] = old_rq[ids & old_mask]
+        self._rf, self._rq = rf, rq
+
+    # ----------------------------------------------------------------- loading requests
+    def _next_chunk(self) -> bool:
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._stream_done = True
+                self._pending = None
+                return False
+            if len(chunk):
+                self._pending = chunk
+                self._pending_pos = 0
+                return True
+
+    def _load_until(self, t: float) -> None:
+        """Make sure every request reaching the engine by ``t`` is in the ring: if one is
+        not, load up to ``LOAD_AHEAD_S`` beyond ``t`` in one batch (growing the ring when the
+        requests in flight fill it, which only a backlog does)."""
+        api = self.profile.api_overhead_s
+        if self._loaded_upto >= t:
+            return
+        upto = t + LOAD_AHEAD_S
+        while not self._exhausted():
+            chunk = self._pending
+            assert chunk is not None
+            pos = self._pending_pos
+            if chunk.arrivals[pos] + api > upto:
+                break
+            end = int(np.searchsorted(chunk.arrivals, upto - api, side="right"))
+            while self._loaded - int(self._st[kn.G_LOW]) + (end - pos) > self._rf.shape[0]:
+                self._grow_ring()
+            self._append(chunk, pos, end)
+            self._pending_pos = end
+        self._loaded_upto = upto
+
+    def _append(self, chunk: Chunk, lo: int, hi: int) -> None:
+        n = hi - lo
+        if n <= 0:
+            return
+        cap = self._rf.shape[0]
+        ctx = chunk.context_tokens[lo:hi].astype(np.float64)
+        gen = np.maximum(chunk.generated_tokens[lo:hi], 1).astype(np.float64)
+        # A request that could never fit one replica's KV cache is cut to fit, as a server
+        # rejects or truncates it; otherwise it would block its queue forever.
+        kvmax = 0.9 * self.profile.kv_cache_tokens
+        np.minimum(ctx, 0.8 * kvmax, out=ctx)
+        gen = np.maximum(np.minimum(gen, kvmax - ctx), 1.0)
+        feas = feasible_mask(self.profile, ctx, self.slo, gen).astype(np.float64)
+        arr = chunk.arrivals[lo:hi]
+        # Ids are consecutive: their slots are at most two contiguous runs of the ring.
+        first = self._loaded & (cap - 1)
+        done = 0
+        while done < n:
+            a = (first + done) & (cap - 1)
+            k = min(n - done, cap - a)
+            rows = self._rf[a:a + k]
+            rows[:] = 0.0
+            rows[:, kn.F_ARR] = arr[done:done + k]
+            rows[:, kn.F_CTX] = ctx[done:done + k]
+            rows[:, kn.F_GEN] = gen[done:done + k]
+            rows[:, kn.F_FIRST] = np.nan
+            rows[:, kn.F_FIN] = np.nan
+            rows[:, kn.F_PTOT] = ctx[done:done + k]
+            rows[:, kn.F_FEAS] = feas[done:done + k]
+            q = self._rq[a:a + k]
+            q[:] = 0
+            q[:, kn.I_NEXT] = -1
+            done += k
+        self._loaded += n
+        self._feasible_loaded += int(feas.sum())
+        self._bin_feasible += np.bincount(self._bin_of(arr), weights=feas,
+                                          minlength=len(self._bin_feasible))
+        self._st[kn.G_TAIL_ID] = self._loaded
 
     # ----------------------------------------------------------------- state
     @property
     def time(self) -> float:
-        return float(self._st[kn.ST_BIN]) * self.dt
+        return float(self._st[kn.G_TIME])
 
     @property
     def desired_replicas(self) -> int:
@@ -193,52 +406,66 @@ class ClusterSim:
 
     @property
     def ready_replicas(self) -> int:
-        return len(self._ready)
+        return sum(1 for p in self._pods if p.state == "ready")
 
     @property
     def starting_replicas(self) -> int:
-        return len(self._starting)
+        return sum(1 for p in self._pods if p.state == "starting")
 
     @property
     def draining_replicas(self) -> int:
-        return len(self._draining)
+        return sum(1 for p in self._pods if p.state == "draining")
+
+    def replica_batch_sizes(self) -> list[int]:
+        """``--max-num-seqs`` of each ready pod (a rollout shows old and new side by side)."""
+        return [p.batch for p in self._pods if p.state == "ready"]
+
+    def _ready_slots(self) -> list[int]:
+        return [p.slot for p in self._pods if p.state == "ready"]
 
     @property
     def requests_waiting(self) -> int:
-        return int(self._st[kn.ST_ARRIVED] - self._st[kn.ST_QHEAD])
+        slots = self._ready_slots()
+        return int(self._ri[slots, kn.Q_LEN].sum() + self._st[kn.G_GW_LEN])
 
     @property
     def requests_running(self) -> float:
-        return float(self._st[kn.ST_RUNNING])
+        slots = self._ready_slots()
+        return float(self._ri[slots, kn.N_DEC].sum() + self._ri[slots, kn.N_PF].sum())
 
     @property
     def finished(self) -> bool:
-        """All requests arrived, admitted and completed."""
-        return (
-            int(self._st[kn.ST_QHEAD]) >= len(self._arr)
-            and self._st[kn.ST_RUNNING] < 1e-6
-            and not self._draining_work()
-        )
+        """Every request of the workload arrived and completed, and no pod is draining."""
+        return (self._exhausted()
+                and int(self._st[kn.G_COMPLETED]) >= self._loaded
+                and not any(p.state == "draining" for p in self._pods))
 
-    def _draining_work(self) -> bool:
-        return any(d.end > self.time for d in self._draining)
+    def _exhausted(self) -> bool:
+        """No request is left to load from the workload."""
+        if self._pending is not None and self._pending_pos < len(self._pending):
+            return False
+        return self._stream_done or not self._next_chunk()
 
     # ------------------------------------------------------------ actuation
     def scale(self, replicas: int) -> None:
         """Set spec.replicas, as the scale subresource does."""
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
-        current = self.desired_replicas
+        current = self._desired
         self._desired = replicas
+        now = self.time
         if replicas > current:
             self.scale_ups += 1
             for _ in range(replicas - current):
-                self._starting.append(_Starting(self.time + self.profile.cold_start_s,
-                                                self.batch_size))
+                self._pods.append(_Pod(self.batch_size, now, now + self.profile.cold_start_s))
         elif replicas < current:
             self.scale_downs += 1
             self._remove(current - replicas)
-        self.max_replicas = max(self.max_replicas, len(self._ready) + len(self._starting))
+        self._note_max()
+
+    def _note_max(self) -> None:
+        alive = sum(1 for p in self._pods if p.state in ("starting", "ready"))
+        self.max_replicas = max(self.max_replicas, alive)
 
     def set_batch_size(self, batch: int) -> None:
         """Change ``--max-num-seqs`` in the pod template: starts a rolling update."""
@@ -248,103 +475,211 @@ class ClusterSim:
             return
         self.batch_size = batch
         # Pods not ready yet are recreated at once with the new template.
-        for s in self._starting:
-            s.batch = batch
+        for p in self._pods:
+            if p.state == "starting":
+                p.batch = batch
         self._progress_rollout()
 
     def _remove(self, count: int) -> None:
-        # Newest starting pods go first, then old-template ready pods, then the newest ready.
-        while count > 0 and self._starting:
-            self._starting.pop()
+        now = self.time
+        starting = [p for p in self._pods if p.state == "starting"]
+        for p in reversed(starting):  # newest first
+            if count <= 0:
+                return
+            self._end_pod(p, now)
             count -= 1
-        if count <= 0 or not self._ready:
-            return
-        count = min(count, len(self._ready))
-        self._ready.sort(key=lambda b: b == self.batch_size)  # old template first
-        self._drain(count)
-        del self._ready[:count]
+        ready = [p for p in self._pods if p.state == "ready"]
+        # old template first, then the newest
+        ready.sort(key=lambda p: (p.batch == self.batch_size, -p.created))
+        for p in ready[:count]:
+            self._drain(p)
 
-    def _drain(self, count: int) -> None:
-        """Move ``count`` ready replicas' share of running work into draining replicas."""
-        ready = len(self._ready)
-        frac = count / ready
-        end = self.time
-        nz = np.nonzero(self._ring_done)[0]
-        if nz.size and self._st[kn.ST_RUNNING] > 1e-9:
-            b = int(self._st[kn.ST_BIN])
-            offs = (nz - b) % self._ring_done.shape[0]
-            end = (b + int(offs.max()) + 1) * self.dt
-        keep = 1.0 - frac
-        self._ring_done *= keep
-        self._ring_kv *= keep
-        self._ring_gen *= keep
-        self._st[kn.ST_RUNNING] *= keep
-        self._st[kn.ST_KV] *= keep
-        for _ in range(count):
-            self._draining.append(_Draining(end))
+    def _end_pod(self, p: _Pod, t: float) -> None:
+        self._charge(t)
+        p.state = "gone"
+        p.ended = t
+        self._pods.remove(p)
+
+    def _drain(self, p: _Pod) -> None:
+        p.state = "draining"
+        r = p.slot
+        self._ri[r, kn.RSTATE] = kn.RS_DRAINING
+        if (self._ri[r, kn.KIND] == kn.K_IDLE and self._ri[r, kn.Q_LEN] == 0
+                and self._ri[r, kn.N_DEC] == 0 and self._ri[r, kn.N_PF] == 0):
+            self._release(p, self.time)
+
+    def _release(self, p: _Pod, t: float) -> None:
+        """A drained pod is gone: charge it up to ``t`` and free its kernel slot."""
+        self._charge(self.time)
+        # the kernel may report a drain that ended before ``self.time``: refund the rest
+        self.gpu_seconds -= max(0.0, self.time - t) * self.profile.gpus_per_replica
+        r = p.slot
+        self._ri[r] = 0
+        self._rr[r] = 0.0
+        self._rr[r, kn.R_NEXT] = math.inf
+        self._rr[r, kn.R_GONE] = math.nan
+        kn.tree_set(self._tt, self._ti, r, math.inf)
+        self._free_slots.append(r)
+        p.state = "gone"
+        p.ended = t
+        self._pods.remove(p)
+
+    def _make_ready(self, p: _Pod, t: float) -> None:
+        if not self._free_slots:
+            self._alloc_replicas(self._rr.shape[0] * 2)
+        r = self._free_slots.pop()
+        p.slot = r
+        p.state = "ready"
+        self._rr[r] = 0.0
+        self._rr[r, kn.R_NEXT] = math.inf
+        self._rr[r, kn.R_GONE] = math.nan
+        self._rr[r, kn.R_KVCAP] = self.profile.kv_cache_tokens
+        self._ri[r] = 0
+        self._ri[r, kn.RSTATE] = kn.RS_READY
+        self._ri[r, kn.BATCH] = p.batch
+        self._ri[r, kn.KIND] = kn.K_IDLE
+        kn.tree_set(self._tt, self._ti, r, math.inf)
+        self._nrep = max(self._nrep, r + 1)
+        if self._st[kn.G_GW_LEN] > 0:
+            kn.dispatch_gateway(self._rf, self._rq, self._rr, self._ri, self._hk, self._hid,
+                                self._pfl, self._st, self._pf, self._tx, self._ty, self._lt,
+                                self._tt, self._ti, self._clog, self._flog, self._nrep,
+                                self._rf.shape[0] - 1, t)
 
     def _progress_rollout(self) -> None:
         """maxSurge 25%, maxUnavailable 0: surge new pods, drain old ones as new ones are ready."""
-        desired = self.desired_replicas
-        old_ready = sum(1 for b in self._ready if b != self.batch_size)
-        if old_ready == 0:
+        desired = self._desired
+        ready = [p for p in self._pods if p.state == "ready"]
+        old = [p for p in ready if p.batch != self.batch_size]
+        if not old:
             return
-        new_ready = len(self._ready) - old_ready
+        new_ready = len(ready) - len(old)
         surge = max(1, math.ceil(0.25 * desired))
-        # Drain old pods while the total ready stays >= desired.
-        excess = len(self._ready) - desired
+        excess = len(ready) - desired
         if excess > 0 and new_ready > 0:
-            n = min(excess, old_ready)
-            self._ready.sort(key=lambda b: b == self.batch_size)
-            self._drain(n)
-            del self._ready[:n]
-            old_ready -= n
-        total = len(self._ready) + len(self._starting)
+            n = min(excess, len(old))
+            old.sort(key=lambda p: -p.created)
+            for p in old[:n]:
+                self._drain(p)
+            old = old[n:]
+        starting = [p for p in self._pods if p.state == "starting"]
+        total = len([p for p in self._pods if p.state == "ready"]) + len(starting)
         room = desired + surge - total
-        needed_new = old_ready - len(self._starting)
+        needed_new = len(old) - len(starting)
+        now = self.time
         for _ in range(max(0, min(room, needed_new))):
-            self._starting.append(_Starting(self.time + self.profile.cold_start_s, self.batch_size))
-        self.max_replicas = max(self.max_replicas, len(self._ready) + len(self._starting))
+            self._pods.append(_Pod(self.batch_size, now, now + self.profile.cold_start_s))
+        self._note_max()
+
+    # ------------------------------------------------------------- cost
+    def _charge(self, t: float) -> None:
+        """GPU-seconds of every pod that exists, from the last charge up to ``t``."""
+        if t > self._cost_upto:
+            pods = sum(1 for p in self._pods if p.state != "gone")
+            self.gpu_seconds += pods * self.profile.gpus_per_replica * (t - self._cost_upto)
+            self._cost_upto = t
 
     # ------------------------------------------------------------- advance
     def step(self, seconds: float) -> None:
-        """Advance the simulation by ``seconds`` (rounded to whole bins)."""
-        nbins = max(1, round(seconds / self.dt))
-        bins = np.empty((nbins, kn.B_COLS))
-        self._window_qhead = int(self._st[kn.ST_QHEAD])
-        done = 0
-        while done < nbins:
-            t = self.time
-            # Replica events at or before now.
-            if self._starting and min(s.ready_at for s in self._starting) <= t + 1e-9:
-                now_ready = [s for s in self._starting if s.ready_at <= t + 1e-9]
-                self._starting = [s for s in self._starting if s.ready_at > t + 1e-9]
-                self._ready.extend(s.batch for s in now_ready)
-                self._progress_rollout()
-            if self._draining:
-                self._draining = [d for d in self._draining if d.end > t + 1e-9]
-            # Run until the next replica event or the end of the step.
-            chunk = nbins - done
-            if self._starting:
-                nxt = min(s.ready_at for s in self._starting)
-                chunk = min(chunk, max(1, math.ceil((nxt - t) / self.dt - 1e-9)))
-            if self._draining:
-                nxt = min(d.end for d in self._draining)
-                chunk = min(chunk, max(1, math.ceil((nxt - t) / self.dt - 1e-9)))
-            self._run(chunk, bins[done:done + chunk])
-            done += chunk
-        self._last_bins = bins
+        """Advance the simulation by ``seconds``."""
+        self._win_ttft.clear()
+        self._win_tpot.clear()
+        self._win_f0 = int(self._st[kn.G_NFIRST_LOG])
+        self._win_c0 = int(self._st[kn.G_NCOMP_LOG])
+        self._win_start = self.time
+        self._win_counters = self._st.copy()
+        self._win_busy = float(self._rr[:, kn.R_BUSY].sum())
+        self._run_until(self.time + seconds)
 
-    def _run(self, nbins: int, out: np.ndarray) -> None:
-        ready = len(self._ready)
-        slots = float(sum(self._ready))
-        kvcap = ready * self.profile.kv_cache_tokens
-        pods = ready + len(self._starting) + len(self._draining)
-        self.gpu_seconds += pods * self.profile.gpus_per_replica * nbins * self.dt
-        kn.advance(nbins, self.dt, self._arr, self._ctx, self._gen, self._need,
-                  self.start, self.ttft, self.tpot, self.done, self._st,
-                  self._ring_done, self._ring_kv, self._ring_gen,
-                  float(ready), slots, float(kvcap), self._prof, out)
+    def _run_until(self, t_end: float) -> None:
+        while True:
+            now = self.time
+            starting = [p for p in self._pods if p.state == "starting"]
+            nxt = min((p.ready_at for p in starting), default=math.inf)
+            if nxt <= now + 1e-9:
+                for p in starting:
+                    if p.ready_at <= now + 1e-9:
+                        self._make_ready(p, now)
+                self._progress_rollout()
+                continue
+            horizon = min(t_end, nxt)
+            self._load_until(horizon)
+            while True:
+                code = kn.advance(horizon, self._rf, self._rq, self._rr, self._ri, self._hk,
+                                  self._hid, self._pfl, self._st, self._pf, self._tx, self._ty,
+                                  self._lt, self._tt, self._ti, self._clog, self._flog,
+                                  self._nrep)
+                if code == kn.DONE:
+                    break
+                self._drain_logs()
+            self._charge(self.time)
+            self._collect_gone()
+            if horizon >= t_end:
+                return
+
+    def _collect_gone(self) -> None:
+        for p in [p for p in self._pods if p.state == "draining"]:
+            if self._ri[p.slot, kn.RSTATE] == kn.RS_GONE:
+                self._release(p, float(self._rr[p.slot, kn.R_GONE]))
+
+    def _bin_of(self, arrivals: FloatArray) -> npt.NDArray[np.int64]:
+        b: npt.NDArray[np.int64] = np.minimum((arrivals // self.stats_bin_s).astype(np.int64),
+                                              len(self._bin_ok) - 1)
+        return b
+
+    def _drain_logs(self) -> None:
+        """Fold the kernel's logs into the summaries and empty them (the current window's
+        rows are kept aside for :meth:`snapshot`)."""
+        nf = int(self._st[kn.G_NFIRST_LOG])
+        if nf:
+            ttft = self._flog[:nf].copy()
+            self._win_ttft.append(ttft[self._win_f0:])
+            self._win_f0 = 0
+            self._st[kn.G_NFIRST_LOG] = 0
+            self._ttft_sketch.update(ttft)
+            self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, ttft),
+                                           minlength=len(TTFT_BUCKETS) + 1)
+            self._ttft_sum += float(ttft.sum())
+        nc = int(self._st[kn.G_NCOMP_LOG])
+        if nc:
+            log = self._clog[:nc].copy()
+            tpot = log[:, kn.C_TPOT]
+            self._win_tpot.append(tpot[self._win_c0:])
+            self._win_c0 = 0
+            self._st[kn.G_NCOMP_LOG] = 0
+            tp = tpot[~np.isnan(tpot)]
+            if tp.size:
+                self._tpot_sketch.update(tp)
+                self._tpot_hist += np.bincount(np.searchsorted(TPOT_BUCKETS, tp),
+                                               minlength=len(TPOT_BUCKETS) + 1)
+                self._tpot_sum += float(tp.sum())
+            ids = log[:, kn.C_ID].astype(np.int64)
+            good = (log[:, kn.C_OK] > 0) & (log[:, kn.C_FEAS] > 0)
+            if good.any():
+                b = self._bin_of(log[good, kn.C_ARR])
+                self._bin_ok += np.bincount(b, minlength=len(self._bin_ok))
+            if self.keep_requests:
+                self._ttft[ids] = log[:, kn.C_TTFT]
+                self._tpot[ids] = tpot
+                self._done[ids] = log[:, kn.C_FIN]
+
+    @property
+    def ttft(self) -> FloatArray:
+        """Each request's TTFT in seconds, NaN until served (``keep_requests`` only)."""
+        self._drain_logs()
+        return self._ttft
+
+    @property
+    def tpot(self) -> FloatArray:
+        """Each request's TPOT in seconds, NaN until finished or with one output token."""
+        self._drain_logs()
+        return self._tpot
+
+    @property
+    def done(self) -> FloatArray:
+        """Each request's finish time in seconds, NaN until finished."""
+        self._drain_logs()
+        return self._done
 
     def finish(self, max_seconds: float = 3600.0, step: float = 15.0) -> None:
         """Keep running after the workload ends until every request is served (bounded)."""
@@ -353,52 +688,73 @@ class ClusterSim:
             self.step(step)
 
     # ------------------------------------------------------------ observe
+    def _window(self, key: int) -> float:
+        return float(self._st[key] - self._win_counters[key])
+
     def snapshot(self) -> Snapshot:
         """What Prometheus would show about the last step (sums over ready pods)."""
-        bins = self._last_bins
-        window = max(len(bins), 1) * self.dt
-        qhead = int(self._st[kn.ST_QHEAD])
-        ready = len(self._ready)
-        if len(bins):
-            arrived = bins[:, kn.B_ARRIVED].sum()
-            prompt = bins[:, kn.B_PROMPT_TOKENS].sum()
-            gen = bins[:, kn.B_GEN_TOKENS].sum()
-        else:
-            arrived = prompt = gen = 0.0
-        ttft50, ttft99 = kn.window_quantiles(self.ttft, self._window_qhead, qhead, 0.5, 0.99)
-        _, tpot99 = kn.window_quantiles(self.tpot, self._window_qhead, qhead, 0.5, 0.99)
-        kv = self._st[kn.ST_KV] / (ready * self.profile.kv_cache_tokens) if ready else 0.0
+        window = max(self.time - self._win_start, 1e-9)
+        slots = self._ready_slots()
+        ready = len(slots)
+        ttft = self._flog[self._win_f0:int(self._st[kn.G_NFIRST_LOG])]
+        tpot = self._clog[self._win_c0:int(self._st[kn.G_NCOMP_LOG]), kn.C_TPOT]
+        if self._win_ttft:
+            ttft = np.concatenate([*self._win_ttft, ttft])
+        if self._win_tpot:
+            tpot = np.concatenate([*self._win_tpot, tpot])
+        tpot = tpot[~np.isnan(tpot)]
+        ttft50, ttft99 = (np.quantile(ttft, (0.5, 0.99)) if ttft.size else (math.nan, math.nan))
+        tpot99 = float(np.quantile(tpot, 0.99)) if tpot.size else math.nan
+        kv_used = float(self._rr[slots, kn.R_KVDEC].sum() + self._rr[slots, kn.R_KVPF].sum())
+        kv = kv_used / (ready * self.profile.kv_cache_tokens) if ready else 0.0
+        busy = float(self._rr[:, kn.R_BUSY].sum()) - self._win_busy
+        pods = ready + self.draining_replicas
+        util = min(1.0, busy / (window * pods)) if pods else math.nan
         return Snapshot(
             time=self.time + self.time_offset,
             replicas=self.desired_replicas,
             ready_replicas=ready,
             batch_size=self.batch_size,
-            requests_running=float(self._st[kn.ST_RUNNING]),
+            requests_running=self.requests_running,
             requests_waiting=float(self.requests_waiting),
             kv_cache_usage=float(min(kv, 1.0)),
-            arrival_rate=float(arrived / window),
-            prompt_tokens_rate=float(prompt / window),
-            generation_tokens_rate=float(gen / window),
+            arrival_rate=self._window(kn.G_ARRIVED) / window,
+            prompt_tokens_rate=self._window(kn.G_PREFILL_TOKENS) / window,
+            generation_tokens_rate=self._window(kn.G_GEN_TOKENS) / window,
             ttft_p50=float(ttft50),
             ttft_p99=float(ttft99),
-            tpot_p99=float(tpot99),
-            starting_replicas=len(self._starting),
+            tpot_p99=tpot99,
+            starting_replicas=self.starting_replicas,
+            gpu_utilization=util,
         )
 
     def window_slo(self) -> tuple[int, int]:
-        """Feasible requests (:func:`feasible_mask`) admitted during the last step, and how
-        many of them missed the SLO. The infeasible ones miss whatever the fleet does, so
+        """Feasible requests (:func:`feasible_mask`) that finished during the last step, and
+        how many of them missed the SLO. The infeasible ones miss whatever the fleet does, so
         they carry no signal for a scaler being trained — only noise."""
-        lo, hi = self._window_qhead, int(self._st[kn.ST_QHEAD])
-        if hi <= lo:
-            return 0, 0
-        feasible = self._feasible[lo:hi]
-        miss = (self.ttft[lo:hi] > self.slo.ttft_s) | (self.tpot[lo:hi] > self.slo.tpot_s)
-        return int(np.count_nonzero(feasible)), int(np.count_nonzero(miss & feasible))
+        done = int(self._window(kn.G_FEAS_DONE))
+        return done, done - int(self._window(kn.G_OK_FEAS))
+
+    @property
+    def requests_total(self) -> int:
+        """Requests of the workload: all of them for a Workload, those loaded so far (all,
+        once it is over) for a stream."""
+        return len(self.workload) if isinstance(self.workload, Workload) else self._loaded
+
+    def slo_counts(self) -> tuple[int, int]:
+        """Feasible requests finished so far, and how many of them missed the SLO."""
+        done = int(self._st[kn.G_FEAS_DONE])
+        return done, done - int(self._st[kn.G_OK_FEAS])
 
     def unserved(self) -> int:
-        """Requests that have arrived (or are still to arrive) and were never admitted."""
-        return len(self._arr) - int(self._st[kn.ST_QHEAD])
+        """Requests of the workload not finished yet (arrived or still to arrive)."""
+        return self.requests_total - int(self._st[kn.G_COMPLETED])
+
+    def attainment_by_arrival(self) -> tuple[FloatArray, FloatArray]:
+        """Per ``stats_bin_s`` of arrival time: the feasible requests that arrived, and those of
+        them that met the SLO (unfinished ones did not), for planning in hindsight."""
+        self._drain_logs()
+        return self._bin_feasible.copy(), self._bin_ok.copy()
 
     def prometheus_metrics(self) -> dict[str, float | dict[str, float]]:
         """Cumulative vLLM and kube-state-metrics series as a scrape would see them.
@@ -406,21 +762,11 @@ class ClusterSim:
         Histograms are ``{"le": count}`` maps (cumulative, with ``+Inf``), names as vLLM
         exports them, so the daemon's queries run unchanged against the simulator.
         """
-        qhead = int(self._st[kn.ST_QHEAD])
-        if qhead > self._hist_upto:
-            sl = slice(self._hist_upto, qhead)
-            tt = self.ttft[sl]
-            tp = self.tpot[sl]
-            self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, tt),
-                                           minlength=len(TTFT_BUCKETS) + 1)
-            self._tpot_hist += np.bincount(np.searchsorted(TPOT_BUCKETS, tp),
-                                           minlength=len(TPOT_BUCKETS) + 1)
-            self._ttft_sum += float(tt.sum())
-            self._tpot_sum += float(tp.sum())
-            self._hist_upto = qhead
-        ready = len(self._ready)
-        completed = int(np.count_nonzero(self.done[:qhead] <= self.time))
-        kv = self._st[kn.ST_KV] / (ready * self.profile.kv_cache_tokens) if ready else 0.0
+        self._drain_logs()
+        slots = self._ready_slots()
+        ready = len(slots)
+        kv_used = float(self._rr[slots, kn.R_KVDEC].sum() + self._rr[slots, kn.R_KVPF].sum())
+        kv = kv_used / (ready * self.profile.kv_cache_tokens) if ready else 0.0
 
         def cumulative(buckets: tuple[float, ...], hist: FloatArray) -> dict[str, float]:
             c = np.cumsum(hist)
@@ -429,14 +775,14 @@ class ClusterSim:
             return out
 
         return {
-            "vllm:num_requests_running": float(self._st[kn.ST_RUNNING]),
+            "vllm:num_requests_running": self.requests_running,
             "vllm:num_requests_waiting": float(self.requests_waiting),
             "vllm:kv_cache_usage_perc": float(min(kv, 1.0)),
             "vllm:gpu_cache_usage_perc": float(min(kv, 1.0)),
-            "vllm:request_success_total": float(completed),
-            "vllm:prompt_tokens_total": float(self._ctx[:qhead].sum()),
-            "vllm:generation_tokens_total": float(
-                self._gen[:qhead][self.done[:qhead] <= self.time].sum()),
+            "vllm:request_success_total": float(self._st[kn.G_COMPLETED]),
+            "vllm:prompt_tokens_total": float(self._st[kn.G_PREFILL_TOKENS]),
+            "vllm:generation_tokens_total": float(self._st[kn.G_GEN_TOKENS]),
+            "vllm:num_preemptions_total": float(self._st[kn.G_PREEMPTED]),
             "vllm:time_to_first_token_seconds_bucket": cumulative(TTFT_BUCKETS, self._ttft_hist),
             "vllm:time_to_first_token_seconds_sum": self._ttft_sum,
             "vllm:time_to_first_token_seconds_count": float(self._ttft_hist.sum()),
@@ -445,40 +791,64 @@ class ClusterSim:
             "vllm:time_per_output_token_seconds_count": float(self._tpot_hist.sum()),
             "kube_deployment_spec_replicas": float(self.desired_replicas),
             "kube_deployment_status_replicas_ready": float(ready),
-            "kube_deployment_status_replicas": float(ready + len(self._starting)),
+            "kube_deployment_status_replicas": float(ready + self.starting_replicas),
         }
 
     def result(self) -> SimResult:
         """Per-request accounting over the whole workload."""
-        n = len(self._arr)
-        served = ~np.isnan(self.ttft)
-        unfinished = int(n - served.sum())
-        ok = served & (self.ttft <= self.slo.ttft_s) & (self.tpot <= self.slo.tpot_s)
+        self._drain_logs()
+        n = self.requests_total
+        completed = int(self._st[kn.G_COMPLETED])
+        unfinished = n - completed
+        ok = float(self._st[kn.G_OK])
         # A request that was never served missed its SLO: nothing is silently dropped.
-        attainment = float(ok.sum() / n) if n else 1.0
-        feasible = self._feasible
-        n_feasible = int(feasible.sum())
-        attainment_feasible = float((ok & feasible).sum() / n_feasible) if n_feasible else 1.0
-        tt = self.ttft[served]
-        tp = self.tpot[served]
-        ttft50 = float(np.quantile(tt, 0.5)) if tt.size else math.nan
-        ttft99 = float(np.quantile(tt, 0.99)) if tt.size else math.nan
-        tpot99 = float(np.quantile(tp, 0.99)) if tp.size else math.nan
-        if unfinished:
-            ttft99 = math.inf
+        attainment = ok / n if n else 1.0
+        n_feasible = self._feasible_loaded + self._feasible_unloaded()
+        ok_feas = float(self._st[kn.G_OK_FEAS])
+        attainment_feasible = ok_feas / n_feasible if n_feasible else 1.0
+        q = self._quantiles()
         gpu_hours = self.gpu_seconds / 3600.0
         return SimResult(
             requests=n,
             gpu_hours=gpu_hours,
             cost_usd=gpu_hours * self.profile.gpu_hour_usd,
             slo_attainment=attainment,
-            ttft_p50_s=ttft50,
-            ttft_p99_s=ttft99,
-            tpot_p99_s=tpot99,
+            ttft_p50_s=q["ttft50"],
+            ttft_p99_s=math.inf if unfinished else q["ttft99"],
+            tpot_p99_s=q["tpot99"],
             scale_ups=self.scale_ups,
             scale_downs=self.scale_downs,
             max_replicas=self.max_replicas,
             unfinished=unfinished,
             slo_attainment_feasible=attainment_feasible,
             infeasible_requests=n - n_feasible,
+            ttft_p90_s=q["ttft90"],
+            tpot_p50_s=q["tpot50"],
+            preemptions=int(self._st[kn.G_PREEMPTED]),
         )
+
+    def _feasible_unloaded(self) -> int:
+        """Feasible requests of an in-memory workload not loaded yet (never arrived)."""
+        if not isinstance(self.workload, Workload) or self._loaded >= len(self.workload):
+            return 0
+        w = self.workload
+        rest = slice(self._loaded, len(w))
+        return int(feasible_mask(self.profile, w.context_tokens[rest], self.slo,
+                                 w.generated_tokens[rest]).sum())
+
+    def _quantiles(self) -> dict[str, float]:
+        """Exact quantiles with per-request arrays, the sketches' otherwise."""
+        if self.keep_requests:
+            tt = self._ttft[~np.isnan(self._ttft)]
+            tp = self._tpot[~np.isnan(self._tpot)]
+            q_tt = np.quantile(tt, (0.5, 0.9, 0.99)) if tt.size else (math.nan,) * 3
+            q_tp = np.quantile(tp, (0.5, 0.99)) if tp.size else (math.nan,) * 2
+            return {"ttft50": float(q_tt[0]), "ttft90": float(q_tt[1]),
+                    "ttft99": float(q_tt[2]), "tpot50": float(q_tp[0]),
+                    "tpot99": float(q_tp[1])}
+        out: dict[str, float] = {}
+        for key, sk, p in (("ttft50", self._ttft_sketch, 0.5), ("ttft90", self._ttft_sketch, 0.9),
+                           ("ttft99", self._ttft_sketch, 0.99), ("tpot50", self._tpot_sketch, 0.5),
+                           ("tpot99", self._tpot_sketch, 0.99)):
+            out[key] = sk.quantile(p)
+        return out

@@ -60,7 +60,6 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         churn_usd: float = 0.002,
         batch_change_usd: float = 0.05,
         reward_scale: float = 0.1,
-        dt: float = 0.5,
     ) -> None:
         super().__init__()
         if not callable(workloads) and len(workloads) == 0:
@@ -81,7 +80,6 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.churn_usd = churn_usd
         self.batch_change_usd = batch_change_usd
         self.reward_scale = reward_scale
-        self.dt = dt
         self.action_space = gym.spaces.MultiDiscrete([len(self.deltas), len(self.batch_sizes)])
         self.observation_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
         self._sim: ClusterSim | None = None
@@ -112,8 +110,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         batch = self.profile.default_batch_size
         if batch not in self.batch_sizes:
             batch = self.batch_sizes[len(self.batch_sizes) // 2]
-        self._sim = ClusterSim(self.profile, w, replicas=start, batch_size=batch, dt=self.dt,
-                               slo=self.slo)
+        self._sim = ClusterSim(self.profile, w, replicas=start, batch_size=batch, slo=self.slo,
+                               keep_requests=False)
         self._steps = 0
         self._requests = self._missed = 0
         self._charged = 0.0
@@ -153,19 +151,29 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         gpu_before = sim.gpu_seconds
         sim.step(self.interval_s)
         self._steps += 1
-        admitted, missed = sim.window_slo()
+        finished, missed = sim.window_slo()
         truncated = self._steps >= self._max_steps
-        unserved = sim.unserved() if truncated else 0
-        missed += unserved
         gpu_hours = (sim.gpu_seconds - gpu_before) / 3600.0
+        unserved = 0
+        if truncated:
+            # Requests in flight at the end still get their outcome (the fleet as it is
+            # serves them; that time is not charged); what is never served counts as missed.
+            snap_end = sim.snapshot()
+            before_tail = sim.slo_counts()
+            sim.finish(max_seconds=600.0)
+            after_tail = sim.slo_counts()
+            finished += after_tail[0] - before_tail[0]
+            missed += after_tail[1] - before_tail[1]
+            unserved = sim.unserved()
+            missed += unserved
         cost = (
             gpu_hours * self.profile.gpu_hour_usd
-            + self.slo_miss_usd * self._priced_misses(admitted + unserved, missed)
+            + self.slo_miss_usd * self._priced_misses(finished + unserved, missed)
             + self.churn_usd * abs(target - before)
             + (self.batch_change_usd if batch_changed else 0.0)
         )
-        snap = sim.snapshot()
+        snap = snap_end if truncated else sim.snapshot()
         obs, self._fstate = build_features(snap, self._context, None, self._fstate)
-        info = {"gpu_hours": gpu_hours, "admitted": admitted, "missed": missed,
+        info = {"gpu_hours": gpu_hours, "finished": finished, "missed": missed,
                 "unserved": unserved, "replicas": target, "batch_size": sim.batch_size}
         return obs, -cost / self.reward_scale, False, truncated, info

@@ -71,10 +71,11 @@ def planning_context(
         batch_sizes=tuple(profile.batch_sizes),
         interval_s=interval_s,
         cold_start_s=profile.cold_start_s,
-        replica_capacity_rps=profile.replica_capacity_rps(batch, ctx, gen, tpot_slo=slo.tpot_s),
+        replica_capacity_rps=profile.replica_capacity_rps(batch, ctx, gen, ttft_slo=slo.ttft_s,
+                                                          tpot_slo=slo.tpot_s),
         ttft_slo_s=slo.ttft_s,
         tpot_slo_s=slo.tpot_s,
-        max_batch_for_tpot=profile.max_batch_for_tpot(slo.tpot_s),
+        max_batch_for_tpot=profile.max_batch_for_tpot(slo.tpot_s, ctx + 0.5 * gen),
     )
 
 
@@ -100,7 +101,6 @@ def run_policy(
     *,
     start_replicas: int,
     slo: SloSpec | None = None,
-    dt: float = 0.5,
     forecast_fn: ForecastFn | None = None,
     on_step: Callable[[float], None] | None = None,
 ) -> RunOutput:
@@ -109,7 +109,7 @@ def run_policy(
     ``forecast_fn(snapshot, past_rates)`` is called before each decision when given, with the
     arrival rates observed so far (one per interval): it sees only the past.
     """
-    sim = ClusterSim(profile, workload, replicas=start_replicas, dt=dt, slo=slo)
+    sim = ClusterSim(profile, workload, replicas=start_replicas, slo=slo)
     state = policy.initial_state()
     interval = context.interval_s
     steps = max(1, math.ceil(workload.duration / interval))

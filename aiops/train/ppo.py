@@ -361,8 +361,8 @@ def _episode_scaled_reward(env: AutoscaleEnv, inner: Any) -> Any:
         def reset(self, **kwargs: Any) -> Any:
             out = self.env.reset(**kwargs)
             sim, cap = env._sim, env._context.replica_capacity_rps
-            if sim is not None and cap > 0 and sim.workload.duration > 0:
-                rate = len(sim.workload) / sim.workload.duration
+            if sim is not None and cap > 0 and sim.duration > 0:
+                rate = sim.requests_total / sim.duration
                 self.scale = 1.0 / max(1.0, rate / cap)
             return out
 
@@ -624,7 +624,7 @@ def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
             tracker.update(self.locals["new_obs"])
             if price is not None:
                 for info in self.locals["infos"]:
-                    price.observe(int(info.get("admitted", 0)), int(info.get("missed", 0)))
+                    price.observe(int(info.get("finished", 0)), int(info.get("missed", 0)))
             n = self.num_timesteps
             if n >= self.next_eval:
                 self.last_score = evaluate(n)
