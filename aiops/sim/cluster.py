@@ -31,7 +31,9 @@ any percentile, deterministic; see ``summary.py``), and only an in-memory
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +53,9 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
 LOG_ROWS = 1 << 16
 """Rows of the kernel's completion and first-token logs: drained into the sketches when full
 or when results are read, so a 15-second step costs no Python work per request."""
+
+RING_ROWS = 1 << 16
+"""Initial rows of the request ring (~6 MB): five minutes of a 200 requests/s service."""
 
 LOAD_AHEAD_S = 300.0
 """Requests are loaded into the ring this far ahead of the simulated time, in one batch, so the
@@ -88,6 +93,49 @@ def feasible_mask(profile: Profile, context_tokens: npt.ArrayLike,
     tpot_ok = (gen <= 1.0) | (tpot <= slo.tpot_s)
     mask: npt.NDArray[np.bool_] = np.asarray(ttft_ok & tpot_ok)
     return mask
+
+
+@lru_cache(maxsize=256)
+def feasible_limits(profile: Profile, slo: SloSpec) -> tuple[float, float]:
+    """The longest prompt an idle replica prefills within the TTFT objective, and the most
+    KV tokens a lone decoding sequence may hold within the TPOT objective (both monotone:
+    found by bisection on whole tokens)."""
+
+    def largest(ok: Callable[[float], bool]) -> float:
+        lo, hi = 0.0, 4.0 * profile.kv_cache_tokens
+        if not ok(1.0):
+            return 0.0
+        lo = 1.0
+        while hi - lo > 0.5:
+            mid = math.floor(0.5 * (lo + hi))
+            if mid <= lo:
+                break
+            if ok(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    max_ctx = largest(lambda c: bool(profile.idle_ttft(c) <= slo.ttft_s))
+    max_held = largest(lambda k: bool(profile.iteration.decode_step(1.0, k) <= slo.tpot_s))
+    return max_ctx, max_held
+
+
+def _quantiles(x: FloatArray, q1: float, q2: float) -> tuple[float, float]:
+    """Two quantiles of ``x`` as ``np.quantile`` computes them (linear interpolation), NaN
+    when empty: a partition instead of a sort, since a snapshot asks every step."""
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan
+    pos = (q1 * (n - 1), q2 * (n - 1))
+    idx = sorted({math.floor(p) for p in pos} | {min(math.floor(p) + 1, n - 1) for p in pos})
+    part = np.partition(x, idx)
+    out = []
+    for p in pos:
+        lo = math.floor(p)
+        hi = min(lo + 1, n - 1)
+        out.append(float(part[lo] + (p - lo) * (part[hi] - part[lo])))
+    return out[0], out[1]
 
 
 @dataclass
@@ -198,6 +246,7 @@ class ClusterSim:
         self._stream_done = False
         self._loaded = 0  # requests loaded into the ring so far (the next id)
         self._loaded_upto = -math.inf  # every request reaching the engine before this is loaded
+        self._feasible_limits: tuple[float, float] | None = None
         self._feasible_loaded = 0
 
         # Kernel state.
@@ -228,8 +277,7 @@ class ClusterSim:
         self._pf[kn.P_TTFT_SLO] = self.slo.ttft_s
         self._pf[kn.P_TPOT_SLO] = self.slo.tpot_s
         self._pf[kn.P_MERGE] = 1.0
-        cap = 1 << max(12, math.ceil(math.log2(max(n_known, 1)))) if in_memory else 1 << 16
-        cap = min(cap, 1 << 20)
+        cap = RING_ROWS  # grows when a backlog holds more requests in flight
         self._rf = np.zeros((cap, kn.F_SIZE))
         self._rq = np.zeros((cap, kn.I_SIZE), dtype=np.int64)
         self._st = np.zeros(kn.G_SIZE)
@@ -367,23 +415,23 @@ class ClusterSim:
         kvmax = 0.9 * self.profile.kv_cache_tokens
         np.minimum(ctx, 0.8 * kvmax, out=ctx)
         gen = np.maximum(np.minimum(gen, kvmax - ctx), 1.0)
-        feas = feasible_mask(self.profile, ctx, self.slo, gen).astype(np.float64)
+        feas = self._feasible(ctx, gen)
         arr = chunk.arrivals[lo:hi]
+        rows = np.zeros((n, kn.F_SIZE))
+        rows[:, kn.F_ARR] = arr
+        rows[:, kn.F_CTX] = ctx
+        rows[:, kn.F_GEN] = gen
+        rows[:, kn.F_FIRST] = np.nan
+        rows[:, kn.F_FIN] = np.nan
+        rows[:, kn.F_PTOT] = ctx
+        rows[:, kn.F_FEAS] = feas
         # Ids are consecutive: their slots are at most two contiguous runs of the ring.
         first = self._loaded & (cap - 1)
         done = 0
         while done < n:
             a = (first + done) & (cap - 1)
             k = min(n - done, cap - a)
-            rows = self._rf[a:a + k]
-            rows[:] = 0.0
-            rows[:, kn.F_ARR] = arr[done:done + k]
-            rows[:, kn.F_CTX] = ctx[done:done + k]
-            rows[:, kn.F_GEN] = gen[done:done + k]
-            rows[:, kn.F_FIRST] = np.nan
-            rows[:, kn.F_FIN] = np.nan
-            rows[:, kn.F_PTOT] = ctx[done:done + k]
-            rows[:, kn.F_FEAS] = feas[done:done + k]
+            self._rf[a:a + k] = rows[done:done + k]
             q = self._rq[a:a + k]
             q[:] = 0
             q[:, kn.I_NEXT] = -1
@@ -622,6 +670,16 @@ class ClusterSim:
             if self._ri[p.slot, kn.RSTATE] == kn.RS_GONE:
                 self._release(p, float(self._rr[p.slot, kn.R_GONE]))
 
+    def _feasible(self, ctx: FloatArray, gen: FloatArray) -> FloatArray:
+        """:func:`feasible_mask` as 1.0/0.0, through thresholds found once: the idle TTFT
+        grows with the prompt and the lone decode step with the tokens held."""
+        if self._feasible_limits is None:
+            self._feasible_limits = feasible_limits(self.profile, self.slo)
+        max_ctx, max_held = self._feasible_limits
+        ok = (ctx <= max_ctx) & ((gen <= 1.0) | (ctx + 0.5 * gen <= max_held))
+        out: FloatArray = ok.astype(np.float64)
+        return out
+
     def _bin_of(self, arrivals: FloatArray) -> npt.NDArray[np.int64]:
         b: npt.NDArray[np.int64] = np.minimum((arrivals // self.stats_bin_s).astype(np.int64),
                                               len(self._bin_ok) - 1)
@@ -703,8 +761,8 @@ class ClusterSim:
         if self._win_tpot:
             tpot = np.concatenate([*self._win_tpot, tpot])
         tpot = tpot[~np.isnan(tpot)]
-        ttft50, ttft99 = (np.quantile(ttft, (0.5, 0.99)) if ttft.size else (math.nan, math.nan))
-        tpot99 = float(np.quantile(tpot, 0.99)) if tpot.size else math.nan
+        ttft50, ttft99 = _quantiles(ttft, 0.5, 0.99)
+        _, tpot99 = _quantiles(tpot, 0.5, 0.99)
         kv_used = float(self._rr[slots, kn.R_KVDEC].sum() + self._rr[slots, kn.R_KVPF].sum())
         kv = kv_used / (ready * self.profile.kv_cache_tokens) if ready else 0.0
         busy = float(self._rr[:, kn.R_BUSY].sum()) - self._win_busy

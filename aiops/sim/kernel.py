@@ -45,7 +45,10 @@ appends requests window by window and the ring is reused once they complete, so 
 not grow with the length of a replay. Finished requests are appended to a completion log the
 caller drains; first tokens to a first-token log.
 
-``NUMBA_DISABLE_JIT=1`` runs the very same code as plain Python for debugging.
+``NUMBA_DISABLE_JIT=1`` runs the very same code as plain Python for debugging. The functions
+are compiled without numba's reference counting (``_nrt=False``): they allocate nothing, and
+counting references to the dozen arrays passed down every call cost three quarters of the
+time.
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ DONE = 0
 LOG_FULL = 1  # a log is full: drain it and call again
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def linear_time(tokens: float, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray) -> float:
     """Seconds the linear layers (projections, MLP, norms: everything but attention) take for
     ``tokens`` tokens in one iteration: the profile's table, linear in between and beyond.
@@ -207,7 +210,7 @@ def linear_time(tokens: float, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray) -
     return float(ty[lo] + w * (ty[hi] - ty[lo]))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def chunk_time(pf: np.ndarray, chunk: float, earlier: float) -> float:
     """Attention time of one prompt chunk of ``chunk`` tokens after ``earlier`` tokens of the
     same request already in the KV cache."""
@@ -215,7 +218,7 @@ def chunk_time(pf: np.ndarray, chunk: float, earlier: float) -> float:
                  + pf[P_PF_SQ] * chunk * chunk)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def decode_time(pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, n: float,
                 kv: float) -> float:
     """One decode-only iteration of ``n`` sequences holding ``kv`` KV tokens."""
@@ -225,13 +228,13 @@ def decode_time(pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, 
                  + pf[P_DEC0] + pf[P_DEC_SEQ] * n + pf[P_DEC_KV] * kv)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _seg_sum(a: float, b: float, m: float) -> float:
     """Duration of ``m`` iterations lasting ``a``, ``a + b``, ``a + 2b``..."""
     return m * a + b * m * (m - 1.0) * 0.5
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _seg_iters_until(a: float, b: float, x: float) -> float:
     """The fewest iterations (>= 1) of a segment whose summed duration reaches ``x``."""
     if x <= a:
@@ -253,7 +256,7 @@ def _seg_iters_until(a: float, b: float, x: float) -> float:
 # ---------------------------------------------------------------- min-tree of next events
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def tree_set(tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
     """Set replica ``r``'s next event time and restore the min along its path to the root."""
     size = tt.shape[0] // 2
@@ -274,7 +277,7 @@ def tree_set(tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
 # ---------------------------------------------------------------- per-replica heaps
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _heap_push(hk: np.ndarray, hid: np.ndarray, r: int, n: int, key: float, rid: int) -> None:
     k = n
     while k > 0:
@@ -288,7 +291,7 @@ def _heap_push(hk: np.ndarray, hid: np.ndarray, r: int, n: int, key: float, rid:
     hid[r, k] = rid
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _heap_remove_at(hk: np.ndarray, hid: np.ndarray, r: int, n: int, pos: int) -> None:
     """Remove entry ``pos`` of a heap of ``n`` entries (``n - 1`` remain)."""
     last = n - 1
@@ -324,7 +327,7 @@ def _heap_remove_at(hk: np.ndarray, hid: np.ndarray, r: int, n: int, pos: int) -
 # ---------------------------------------------------------------- queues
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _queue_push(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int, rid: int,
                 front: bool) -> None:
     s = rid & slot_mask
@@ -344,7 +347,7 @@ def _queue_push(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int, rid: int
     rq[s, I_STATE] = S_QUEUED
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _queue_pop(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int) -> int:
     rid = ri[r, Q_HEAD]
     ri[r, Q_HEAD] = rq[rid & slot_mask, I_NEXT]
@@ -355,7 +358,7 @@ def _queue_pop(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int) -> int:
 # ---------------------------------------------------------------- request completion
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog: np.ndarray,
             rid: int, mask: int, t: float) -> None:
     s = rid & mask
@@ -390,7 +393,7 @@ def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog
     st[G_LOW] = low
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _first_token(rf: np.ndarray, st: np.ndarray, flog: np.ndarray, s: int, t: float) -> None:
     if math.isnan(rf[s, F_FIRST]):
         rf[s, F_FIRST] = t
@@ -402,7 +405,7 @@ def _first_token(rf: np.ndarray, st: np.ndarray, flog: np.ndarray, s: int, t: fl
 # ---------------------------------------------------------------- preemption
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _preempt_one(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                  hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                  r: int, mask: int) -> None:
@@ -451,7 +454,7 @@ def _preempt_one(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
 # ---------------------------------------------------------------- the scheduler
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
              hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
              pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
@@ -556,7 +559,7 @@ def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
     _start_segment(rr, ri, hk, pf, tx, ty, lt, tt, ti, r, t)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _mergeable(rf: np.ndarray, rr: np.ndarray, ri: np.ndarray, hk: np.ndarray,
                pfl: np.ndarray, r: int, mask: int, decodes_advance: bool) -> bool:
     """Whether replica ``r``'s prompt-carrying iteration just planned can be applied at once:
@@ -576,7 +579,7 @@ def _mergeable(rf: np.ndarray, rr: np.ndarray, ri: np.ndarray, hk: np.ndarray,
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _start_segment(rr: np.ndarray, ri: np.ndarray, hk: np.ndarray, pf: np.ndarray,
                    tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
                    ti: np.ndarray, r: int, t: float) -> None:
@@ -605,7 +608,7 @@ def _start_segment(rr: np.ndarray, ri: np.ndarray, hk: np.ndarray, pf: np.ndarra
     tree_set(tt, ti, r, end)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _end_of_work(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                  hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                  pf: np.ndarray, clog: np.ndarray, flog: np.ndarray,
@@ -670,7 +673,7 @@ def _end_of_work(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
     ri[r, KIND] = K_IDLE
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _cut_segment(rr: np.ndarray, tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
     """End replica ``r``'s decode segment at the first iteration boundary at or after ``t``,
     so the scheduler sees what arrived (an iteration in progress is never interrupted; a
@@ -684,7 +687,7 @@ def _cut_segment(rr: np.ndarray, tt: np.ndarray, ti: np.ndarray, r: int, t: floa
         tree_set(tt, ti, r, end)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline='always')
 def _route(rr: np.ndarray, ri: np.ndarray, pf: np.ndarray, st: np.ndarray, nrep: int) -> int:
     """The ready replica a new request goes to (-1: none is ready)."""
     mode = pf[P_ROUTE]
@@ -711,7 +714,7 @@ def _route(rr: np.ndarray, ri: np.ndarray, pf: np.ndarray, st: np.ndarray, nrep:
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _deliver(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
              hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
              pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
@@ -726,7 +729,7 @@ def _deliver(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
         _cut_segment(rr, tt, ti, r, t)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def dispatch_gateway(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                      hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                      pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray,
@@ -744,7 +747,7 @@ def dispatch_gateway(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndar
                  mask, t)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def advance(t_end: float, rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
             hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
             pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
