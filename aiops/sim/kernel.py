@@ -54,11 +54,24 @@ time.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numba import njit
 
 INF = math.inf
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compiled(*, inline: bool = False) -> Callable[[_F], _F]:
+    """numba's ``njit``, cached on disk, without reference counting (nothing here allocates),
+    and inlined into its callers for the small helpers called on every event."""
+    options: dict[str, Any] = {"cache": True, "_nrt": False}
+    if inline:
+        options["inline"] = "always"
+    return cast(Callable[[_F], _F], njit(**options))
 
 # ---------------------------------------------------------------- profile vector ``pf``
 P_OVH = 0  # per iteration: CPU scheduling, sampling set-up, LM head weights (s)
@@ -184,7 +197,7 @@ DONE = 0
 LOG_FULL = 1  # a log is full: drain it and call again
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def linear_time(tokens: float, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray) -> float:
     """Seconds the linear layers (projections, MLP, norms: everything but attention) take for
     ``tokens`` tokens in one iteration: the profile's table, linear in between and beyond.
@@ -210,7 +223,7 @@ def linear_time(tokens: float, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray) -
     return float(ty[lo] + w * (ty[hi] - ty[lo]))
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def chunk_time(pf: np.ndarray, chunk: float, earlier: float) -> float:
     """Attention time of one prompt chunk of ``chunk`` tokens after ``earlier`` tokens of the
     same request already in the KV cache."""
@@ -218,7 +231,7 @@ def chunk_time(pf: np.ndarray, chunk: float, earlier: float) -> float:
                  + pf[P_PF_SQ] * chunk * chunk)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def decode_time(pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, n: float,
                 kv: float) -> float:
     """One decode-only iteration of ``n`` sequences holding ``kv`` KV tokens."""
@@ -228,13 +241,13 @@ def decode_time(pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, 
                  + pf[P_DEC0] + pf[P_DEC_SEQ] * n + pf[P_DEC_KV] * kv)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _seg_sum(a: float, b: float, m: float) -> float:
     """Duration of ``m`` iterations lasting ``a``, ``a + b``, ``a + 2b``..."""
     return m * a + b * m * (m - 1.0) * 0.5
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _seg_iters_until(a: float, b: float, x: float) -> float:
     """The fewest iterations (>= 1) of a segment whose summed duration reaches ``x``."""
     if x <= a:
@@ -256,7 +269,7 @@ def _seg_iters_until(a: float, b: float, x: float) -> float:
 # ---------------------------------------------------------------- min-tree of next events
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def tree_set(tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
     """Set replica ``r``'s next event time and restore the min along its path to the root."""
     size = tt.shape[0] // 2
@@ -277,7 +290,7 @@ def tree_set(tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
 # ---------------------------------------------------------------- per-replica heaps
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _heap_push(hk: np.ndarray, hid: np.ndarray, r: int, n: int, key: float, rid: int) -> None:
     k = n
     while k > 0:
@@ -291,7 +304,7 @@ def _heap_push(hk: np.ndarray, hid: np.ndarray, r: int, n: int, key: float, rid:
     hid[r, k] = rid
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _heap_remove_at(hk: np.ndarray, hid: np.ndarray, r: int, n: int, pos: int) -> None:
     """Remove entry ``pos`` of a heap of ``n`` entries (``n - 1`` remain)."""
     last = n - 1
@@ -327,7 +340,7 @@ def _heap_remove_at(hk: np.ndarray, hid: np.ndarray, r: int, n: int, pos: int) -
 # ---------------------------------------------------------------- queues
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _queue_push(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int, rid: int,
                 front: bool) -> None:
     s = rid & slot_mask
@@ -347,7 +360,7 @@ def _queue_push(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int, rid: int
     rq[s, I_STATE] = S_QUEUED
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _queue_pop(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int) -> int:
     rid = ri[r, Q_HEAD]
     ri[r, Q_HEAD] = rq[rid & slot_mask, I_NEXT]
@@ -358,7 +371,7 @@ def _queue_pop(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int) -> int:
 # ---------------------------------------------------------------- request completion
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog: np.ndarray,
             rid: int, mask: int, t: float) -> None:
     s = rid & mask
@@ -393,7 +406,7 @@ def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog
     st[G_LOW] = low
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _first_token(rf: np.ndarray, st: np.ndarray, flog: np.ndarray, s: int, t: float) -> None:
     if math.isnan(rf[s, F_FIRST]):
         rf[s, F_FIRST] = t
@@ -405,7 +418,7 @@ def _first_token(rf: np.ndarray, st: np.ndarray, flog: np.ndarray, s: int, t: fl
 # ---------------------------------------------------------------- preemption
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _preempt_one(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                  hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                  r: int, mask: int) -> None:
@@ -454,7 +467,7 @@ def _preempt_one(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
 # ---------------------------------------------------------------- the scheduler
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
              hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
              pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
@@ -559,7 +572,7 @@ def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
     _start_segment(rr, ri, hk, pf, tx, ty, lt, tt, ti, r, t)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _mergeable(rf: np.ndarray, rr: np.ndarray, ri: np.ndarray, hk: np.ndarray,
                pfl: np.ndarray, r: int, mask: int, decodes_advance: bool) -> bool:
     """Whether replica ``r``'s prompt-carrying iteration just planned can be applied at once:
@@ -579,7 +592,7 @@ def _mergeable(rf: np.ndarray, rr: np.ndarray, ri: np.ndarray, hk: np.ndarray,
     return True
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _start_segment(rr: np.ndarray, ri: np.ndarray, hk: np.ndarray, pf: np.ndarray,
                    tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
                    ti: np.ndarray, r: int, t: float) -> None:
@@ -608,7 +621,7 @@ def _start_segment(rr: np.ndarray, ri: np.ndarray, hk: np.ndarray, pf: np.ndarra
     tree_set(tt, ti, r, end)
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _end_of_work(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                  hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                  pf: np.ndarray, clog: np.ndarray, flog: np.ndarray,
@@ -673,7 +686,7 @@ def _end_of_work(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
     ri[r, KIND] = K_IDLE
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _cut_segment(rr: np.ndarray, tt: np.ndarray, ti: np.ndarray, r: int, t: float) -> None:
     """End replica ``r``'s decode segment at the first iteration boundary at or after ``t``,
     so the scheduler sees what arrived (an iteration in progress is never interrupted; a
@@ -687,7 +700,7 @@ def _cut_segment(rr: np.ndarray, tt: np.ndarray, ti: np.ndarray, r: int, t: floa
         tree_set(tt, ti, r, end)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@_compiled(inline=True)
 def _route(rr: np.ndarray, ri: np.ndarray, pf: np.ndarray, st: np.ndarray, nrep: int) -> int:
     """The ready replica a new request goes to (-1: none is ready)."""
     mode = pf[P_ROUTE]
@@ -714,7 +727,7 @@ def _route(rr: np.ndarray, ri: np.ndarray, pf: np.ndarray, st: np.ndarray, nrep:
     return best
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def _deliver(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
              hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
              pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
@@ -729,7 +742,7 @@ def _deliver(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
         _cut_segment(rr, tt, ti, r, t)
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def dispatch_gateway(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
                      hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
                      pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray,
@@ -747,7 +760,7 @@ def dispatch_gateway(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndar
                  mask, t)
 
 
-@njit(cache=True, _nrt=False)
+@_compiled()
 def advance(t_end: float, rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
             hk: np.ndarray, hid: np.ndarray, pfl: np.ndarray, st: np.ndarray,
             pf: np.ndarray, tx: np.ndarray, ty: np.ndarray, lt: np.ndarray, tt: np.ndarray,
