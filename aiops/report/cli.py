@@ -34,7 +34,8 @@ def recommend(
         help="The daemon's YAML config: read each target's history from its Prometheus.")]
     = None,
     workload: Annotated[str | None, typer.Option(
-        help="A request trace or rate-series CSV (or synthetic:NAME) instead of Prometheus.")]
+        help="A request trace or rate-series CSV (or synthetic:NAME, servegen:DIR) instead "
+             "of Prometheus.")]
     = None,
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="Also write the figures as JSON here.")] = None,

@@ -27,8 +27,8 @@ def train(
     output: Annotated[Path, typer.Option(help="Directory for model.zip and meta.json, "
                                                "e.g. policies/NAME.")],
     workload: Annotated[list[str] | None, typer.Option(
-        help="Training workload: a request trace or rate-series CSV, or synthetic:NAME "
-             "(repeatable). Default: every synthetic generator.")] = None,
+        help="Training workload: a request trace or rate-series CSV, synthetic:NAME or "
+             "servegen:DIR (repeatable). Default: every synthetic generator.")] = None,
     eval_workload: Annotated[list[str] | None, typer.Option(
         help="Evaluation workload, SPEC or SPEC@RATE_SCALE (repeatable); never one of the "
              "training files. Default: held-out synthetic realisations.")] = None,
