@@ -83,7 +83,6 @@ import importlib.util
 import json
 import math
 import os
-import queue
 import sys
 import time
 from collections import deque
@@ -97,14 +96,13 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from aiops.errors import InputError
-from aiops.policy import make_policy
 from aiops.policy.base import PolicySpec
 from aiops.policy.hpa import HpaPolicy
 from aiops.policy.keda import KedaPolicy
 from aiops.policy.ppo import DEFAULT_POLICY_DIR, read_meta
 from aiops.sim.profiles import load_profile
-from aiops.sim.runner import peak_replicas
-from aiops.train.evaluate import EvalSetup, EvalWorkload, run_on
+from aiops.sweep import Runner, SimJob, WorkloadRef, run_sim_job
+from aiops.train.evaluate import EvalSetup, EvalWorkload
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -547,25 +545,16 @@ class Job:
         floor probe so that it is never taken for the plain run of that spec."""
         return self.spec + self.tag
 
+    def sim(self) -> SimJob:
+        """The run as :mod:`aiops.sweep` ships it to a worker process or a Ray node: the
+        workload by the arguments that rebuild it, not its arrays."""
+        ref: WorkloadRef = _load_sibling("ppo").workload_ref(self.workload, self.index)
+        return SimJob(ref, self.spec, self.setup, self.ppo_dir or None)
+
 
 def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
-    """One policy on one workload: its ``SimResult.as_dict()`` row, or ``{"error": ...}``."""
-    t0 = time.perf_counter()
-    ew = load_workload(job.workload, job.index)
-    setup = job.setup
-    ctx = setup.context(ew.workload)
-    try:
-        policy = make_policy(PolicySpec.parse(job.spec), ctx,
-                             peak_replicas=peak_replicas(ew.workload, ctx),
-                             workload=ew.workload, profile=setup.profile, slo=setup.slo,
-                             ppo_default_dir=job.ppo_dir)
-    except InputError as err:
-        return job, {"spec": job.spec, "error": str(err)}
-    # A hindsight plan brings its own starting fleet; every other policy starts alike.
-    result = run_on(policy, ew, setup, start=getattr(policy, "start_replicas", None))
-    row: dict[str, Any] = {"spec": job.spec, **result.as_dict(),
-                           "wall_s": round(time.perf_counter() - t0, 2)}
-    return job, row
+    """One policy on one workload, here: its ``SimResult.as_dict()`` row, or ``{"error"}``."""
+    return job, run_sim_job(job.sim())
 
 
 def with_param(base: str, key: str, value: float) -> str:
@@ -684,18 +673,23 @@ Rows = dict[tuple[int, str], dict[str, Any]]
 Searched = dict[tuple[int, str], dict[str, Any]]
 
 
-def run_all(jobs: Sequence[Job], n_procs: int,
-            searches: Sequence[Search] = ()) -> tuple[Rows, Searched]:
-    """Run every job (longest first) and every search on up to ``n_procs`` processes, with
-    a progress bar each; returns the jobs' rows by ``(index, spec)`` and the searches'
+def run_all(jobs: Sequence[Job], n_procs: int | None,
+            searches: Sequence[Search] = (), *, ray: str | None = None,
+            fn: Callable[[SimJob], dict[str, Any]] = run_sim_job) -> tuple[Rows, Searched]:
+    """Run every job (longest first) and every search on ``n_procs`` local processes (None:
+    one per CPU) or a Ray cluster (``ray``), through :class:`aiops.sweep.Runner`, with a
+    progress bar each; returns the jobs' rows by ``(index, spec)`` and the searches'
     results by ``(index, search.name)``: ``found``, ``probes``, ``max_replicas``, and for a
     floor search the ``spec`` it ran and ``max_floor``, the largest floor it would probe.
+    ``fn`` runs one :class:`~aiops.sweep.SimJob` (tests give a fake); a run that raises is
+    filed as a row ``{"spec", "error"}``, which never reaches the goal.
 
-    A search is a chain (each probe depends on the last), so its next probe is started
-    before any waiting job: the chains then run alongside the jobs rather than after them,
-    and different workloads' chains run side by side. A floor search starts once its
-    workload's fixed-fleet search has ended (its answer bounds the floors) and its
-    policy's plain run is done (floor 1: when it reaches the goal nothing is probed)."""
+    A search is a chain (each probe depends on the last), so its next probe is submitted
+    before any waiting job, and no more runs are submitted than can run at once: the chains
+    then run alongside the jobs rather than after them, and different workloads' chains
+    run side by side. A floor search starts once its workload's fixed-fleet search has
+    ended (its answer bounds the floors) and its policy's plain run is done (floor 1: when
+    it reaches the goal nothing is probed)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -719,11 +713,14 @@ def run_all(jobs: Sequence[Job], n_procs: int,
     with_static = {s.index for s in searches if not s.is_floor}
     rows: Rows = {}
     searched: Searched = {}
+    submitted: dict[int, Job] = {}  # ticket -> job
 
-    with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as progress:
-        task = progress.add_task("simulating", total=len(pending))
+    runner: Runner[SimJob, dict[str, Any]] = Runner(fn, processes=n_procs, ray=ray,
+                                                   max_jobs=len(jobs) + len(searches))
+    with runner, Progress(TextColumn("{task.description:<44}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                          console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"simulating on {runner.where}", total=len(pending))
         # Bounded by Search.bound per search; shrunk as searches end early.
         bars = {floor: progress.add_task(
                     "floors (bisection)" if floor else "static fleet (bisection)",
@@ -794,33 +791,21 @@ def run_all(jobs: Sequence[Job], n_procs: int,
             start_ready()
 
         start_ready()
-
-        def next_job() -> Job:
-            return probes.popleft() if probes else pending.popleft()
-
-        if n_procs <= 1:
-            while probes or pending:
-                record(*run_job(next_job()))
-        else:
-            import multiprocessing as mp
-
-            done: queue.SimpleQueue[tuple[Job, dict[str, Any]] | BaseException] = (
-                queue.SimpleQueue())
-            size = max(1, min(n_procs, len(pending) + len(probes)))
-            with mp.get_context().Pool(size) as pool:
-                running = 0
-                while probes or pending or running:
-                    # Keep every process busy, no more: a probe queued later must not
-                    # wait behind jobs already handed to the pool.
-                    while running < size and (probes or pending):
-                        pool.apply_async(run_job, (next_job(),), callback=done.put,
-                                         error_callback=done.put)
-                        running += 1
-                    item = done.get()
-                    running -= 1
-                    if isinstance(item, BaseException):
-                        raise item
-                    record(*item)
+        while probes or pending or runner.in_flight:
+            # Keep every slot busy, no more: a probe queued later must not wait behind
+            # runs already handed to the executor.
+            while runner.in_flight < runner.slots and (probes or pending):
+                job = probes.popleft() if probes else pending.popleft()
+                submitted[runner.submit(job.sim(), f"{job.workload} {job.key}")] = job
+            ticket, outcome = runner.next_done()
+            job = submitted.pop(ticket)
+            if outcome.result is not None:
+                record(job, outcome.result)
+            else:
+                error = (outcome.error or "").splitlines()[0]
+                progress.console.print(f"failed: {job.workload} {job.key}: {error}",
+                                       markup=False, highlight=False)
+                record(job, {"spec": job.spec, "error": outcome.error})
     assert not waiting, "every floor search's plain run and static search have ended"
     return rows, searched
 
@@ -1104,13 +1089,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "planner judged like its plain run")
     ap.add_argument("--no-floor-search", action="store_true",
                     help="search no floors: compare every autoscaler above a floor of 1")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="local worker processes (default: one per CPU; 1 runs here)")
+    ap.add_argument("--ray", metavar="ADDRESS",
+                    help="run on a Ray cluster instead: auto (the one `ray start` made "
+                         "here), HOST:PORT or ray://HOST:PORT; needs the ray extra, and "
+                         "the workloads' files at the same paths on every node")
     ap.add_argument("--json", type=Path, dest="json_out", help="write the report here")
     args = ap.parse_args(argv)
     if not 0.0 < args.goal <= 1.0:
         ap.error("--goal must be in (0, 1]")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.jobs is not None and args.ray is not None:
+        ap.error("--jobs sets local processes; with --ray the cluster's CPUs decide")
     if args.max_replicas < 1:
         ap.error("--max-replicas must be >= 1")
 
@@ -1144,7 +1136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           for i, text in enumerate(texts)]
     searches += [Search(i, text, *common, policy=spec, runs=layout[i]["floors"][spec])
                  for i, text in enumerate(texts) for spec in floor_specs]
-    rows, searched = run_all(jobs, args.jobs, searches)
+    try:
+        rows, searched = run_all(jobs, args.jobs, searches, ray=args.ray)
+    except InputError as err:  # --ray: no Ray installed, no cluster there
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     static = {i: r for (i, name), r in searched.items() if name == "static"}
     static_runs = sum(len(s["probes"]) for s in static.values())
     floor_runs = sum(len(r["probes"]) for (_, name), r in searched.items() if name != "static")
@@ -1191,6 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "static_runs": static_runs,
         "floor_runs": floor_runs,
         "jobs": args.jobs,
+        "ray": args.ray,
         "workloads": workloads,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
@@ -1199,7 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(item)
     console.print(f"{report['runs']} runs ({static_runs} of them fixed-fleet probes, "
                   f"{floor_runs} floor probes) in "
-                  f"{report['wall_s']:.0f} s with {args.jobs} process(es)")
+                  f"{report['wall_s']:.0f} s "
+                  + (f"on Ray ({args.ray})" if args.ray else
+                     f"with {args.jobs or os.cpu_count()} process(es)"))
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.print(f"wrote {args.json_out}")

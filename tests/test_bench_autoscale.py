@@ -285,24 +285,24 @@ def test_run_all_interleaves_the_static_searches_with_the_jobs(
     workload's search ends on its own answer, and probes never land among the rows."""
     passes_from = {0: 3, 1: None}
 
-    def fake_run_job(job: Any) -> tuple[Any, dict[str, Any]]:
+    def fake_run(job: Any) -> dict[str, Any]:
+        index = int(job.workload.spec[1:])
         if job.spec.startswith("static:"):
-            return job, fleet(passes_from[job.index])(int(job.spec.split("=")[1]))
-        return job, point(job.spec, 1.0, 0.99)
+            return fleet(passes_from[index])(int(job.spec.split("=")[1]))
+        return point(job.spec, 1.0, 0.99)
 
-    monkeypatch.setattr(bench, "run_job", fake_run_job)
     monkeypatch.setattr(bench, "_cost", lambda job: 1.0)
     setup = bench.EvalSetup(bench.load_profile("llama3-8b-a100"), max_replicas=16)
     jobs = [bench.Job(i, f"w{i}", spec, setup, "") for i in (0, 1) for spec in ("hpa", "ppo")]
     searches = [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99) for i in (0, 1)]
-    rows, searched = bench.run_all(jobs, 1, searches)
+    rows, searched = bench.run_all(jobs, 1, searches, fn=fake_run)
     assert set(rows) == {(i, s) for i in (0, 1) for s in ("hpa", "ppo")}
     assert set(searched) == {(0, "static"), (1, "static")}
     static = {i: searched[(i, "static")] for i in (0, 1)}
     assert static[0]["found"]["replicas"] == 3 and static[1]["found"] is None
     assert all(len(s["probes"]) <= bench.probe_bound(16) for s in static.values())
     assert static[1]["probes"][-1]["replicas"] == 16
-    assert bench.run_all(jobs, 1)[1] == {}
+    assert bench.run_all(jobs, 1, fn=fake_run)[1] == {}
 
 
 def floored(passes_from: int | None, spec: str = "ppo",
@@ -383,15 +383,15 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
     hpa_floor = {0: 4, 1: 13}
     order: list[tuple[int, str]] = []
 
-    def fake_run_job(job: Any) -> tuple[Any, dict[str, Any]]:
-        order.append((job.index, job.key))
+    def fake_run(job: Any) -> dict[str, Any]:
+        index, floor = int(job.workload.spec[1:]), job.setup.min_replicas
+        order.append((index, job.spec + (f"@floor={floor}" if floor > 1 else "")))
         if job.spec.startswith("static:"):
-            return job, fleet(static_from[job.index])(int(job.spec.split("=")[1]))
+            return fleet(static_from[index])(int(job.spec.split("=")[1]))
         if job.spec == "ppo":
-            return job, point("ppo", 3.0, 0.995)
-        return job, floored(hpa_floor[job.index], job.spec)(job.setup.min_replicas)
+            return point("ppo", 3.0, 0.995)
+        return floored(hpa_floor[index], job.spec)(floor)
 
-    monkeypatch.setattr(bench, "run_job", fake_run_job)
     monkeypatch.setattr(bench, "_cost", lambda job: 1.0)
     setup = bench.EvalSetup(bench.load_profile("llama3-8b-a100"), max_replicas=16)
     jobs = [bench.Job(i, f"w{i}", spec, setup, "") for i in (0, 1)
@@ -399,7 +399,7 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
     searches = [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99) for i in (0, 1)]
     searches += [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99, policy=p, runs=r)
                  for i in (0, 1) for p, r in (("hpa", "hpa:target=0.7"), ("ppo", "ppo"))]
-    rows, searched = bench.run_all(jobs, 1, searches)
+    rows, searched = bench.run_all(jobs, 1, searches, fn=fake_run)
     assert set(rows) == {(j.index, j.spec) for j in jobs}  # probes never among the rows
     for i, ceiling in ((0, 6), (1, 16)):
         hpa = searched[(i, "hpa")]
@@ -413,7 +413,7 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
         assert searched[(i, "ppo")]["found"]["min_replicas"] == 1
         assert searched[(i, "ppo")]["probes"] == []
     with pytest.raises(ValueError, match="plain run"):
-        bench.run_all(jobs[:1], 1, searches[3:4])  # ppo on w0, not run
+        bench.run_all(jobs[:1], 1, searches[3:4], fn=fake_run)  # ppo on w0, not run
 
 
 def floor_rows() -> dict[str, Any]:
