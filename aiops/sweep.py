@@ -337,6 +337,7 @@ class Runner(Generic[J, R]):
         """A new pool after a worker died; ``lost`` and every job still in the old pool are
         run again one at a time."""
         lost += [self._running.pop(f) for f in list(self._running)]
+        self._alone = None  # the probation starts again with every lost job
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._start_pool()

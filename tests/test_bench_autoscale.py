@@ -637,7 +637,8 @@ def test_a_workloads_seed_option_reruns_one_row_of_the_default_table() -> None:
 
 def test_the_frontier_keeps_the_settings_nothing_beats_on_both_axes() -> None:
     pts = [point("a", 5.0, 0.90), point("b", 6.0, 0.99), point("c", 6.5, 0.95),
-           point("d", 4.0, 0.80), point("e", 8.0, 0.999), point("f", 8.0, 0.99)]
+           point("d", 4.0, 0.80), point("e", 8.0, 0.999), point("f", 8.0, 0.99),
+           point("g", 7.0, 0.99)]  # as good as b, dearer: not on the frontier
     assert [p["spec"] for p in bench.pareto_frontier(pts, FEAS)] == ["d", "a", "b", "e"]
     assert bench.pareto_frontier([], FEAS) == []
 

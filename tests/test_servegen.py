@@ -291,13 +291,15 @@ def test_gaps_follow_the_fitted_law(tmp_path: Path, law: str, shape: float) -> N
 
 
 def test_clients_add_up(tmp_path: Path) -> None:
-    one = make_folder(tmp_path / "one", {0: (trace_lines([2.0] * 3), GOOD_DATA)})
+    one = make_folder(tmp_path / "one", {4: (trace_lines([1.0013] * 3, "Weibull", 0.8),
+                                             GOOD_DATA)})
     both = make_folder(tmp_path / "both", {0: (trace_lines([2.0] * 3), GOOD_DATA),
-                                           4: (trace_lines([1.0] * 3, "Weibull", 0.8), None)})
+                                           4: (trace_lines([1.0013] * 3, "Weibull", 0.8),
+                                               GOOD_DATA)})
     a = materialise(servegen_stream(f"servegen:{one}", seed=5))
     b = materialise(servegen_stream(f"servegen:{both}", seed=5))
-    assert len(b) == len(a) + 1800
-    # Client 0's requests do not depend on the other clients in the folder.
+    assert len(b) == len(a) + 3600
+    # Client 4's requests (counts, times) do not depend on the other clients in the folder.
     assert np.isin(a.arrivals, b.arrivals).all()
 
 
@@ -363,15 +365,18 @@ def test_same_seed_same_requests_whatever_the_chunks(tmp_path: Path) -> None:
 
 def test_a_time_range_replays_the_same_requests(tmp_path: Path) -> None:
     folder = simple_folder(tmp_path)
-    full = materialise(servegen_stream(f"servegen:{folder}", seed=4))
-    part = servegen_stream(f"servegen:{folder}:start=1000s:end=50m", seed=4)
+    # A rate scale with fractions: the rounding of counts must not depend on the range.
+    full = materialise(servegen_stream(f"servegen:{folder}", seed=4, rate_scale=0.3337))
+    part = servegen_stream(f"servegen:{folder}:start=1000s:end=50m", seed=4,
+                           rate_scale=0.3337)
     assert part.duration == 2000.0
     w = materialise(part)
     sel = (full.arrivals >= 1000) & (full.arrivals < 3000)
     np.testing.assert_allclose(w.arrivals, full.arrivals[sel] - 1000, atol=1e-9)
     np.testing.assert_array_equal(w.context_tokens, full.context_tokens[sel])
     assert part.summary()["requests"] == len(w)
-    window = servegen_stream(f"servegen:{folder}", seed=4).window(1000.0, 2000.0)
+    window = servegen_stream(f"servegen:{folder}", seed=4,
+                             rate_scale=0.3337).window(1000.0, 2000.0)
     np.testing.assert_allclose(window.arrivals, w.arrivals, atol=1e-9)
 
 
@@ -458,3 +463,18 @@ targets:
     res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m"])
     assert res.exit_code == 2
     assert "chunk-0-trace.csv, line 1: expected 6 comma-separated fields" in res.output
+
+
+def test_simulate_replays_a_folder_and_its_summary_says_what_was_filled_in(
+        tmp_path: Path) -> None:
+    out = tmp_path / "sim.json"
+    folder = simple_folder(tmp_path)
+    result = CliRunner().invoke(app, ["simulate", "--workload", f"servegen:{folder}:start=10m",
+                                      "--rate-scale", "0.5", "--duration", "30m",
+                                      "--policy", "hpa", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())["workload"]
+    assert summary["duration_s"] == 1800.0 and summary["name"] == "lang/m-test"
+    assert summary["servegen"]["clients_without_dataset"] == 1
+    assert summary["servegen"]["windows_without_traffic"] == 1  # the idle window at 20 min
+    assert summary["requests"] == 2 * 1050  # two busy windows of 3.5 req/s x 0.5

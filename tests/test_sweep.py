@@ -150,6 +150,27 @@ def test_a_dead_worker_is_replaced_and_only_its_job_is_reported() -> None:
     assert "worker process died" in (out[2].error or "")
 
 
+def nap_or_die(n: int) -> int:
+    import time
+
+    if n == 2:
+        os._exit(9)
+    time.sleep(0.3)
+    return n
+
+
+def test_after_a_worker_dies_the_lost_jobs_run_one_at_a_time() -> None:
+    with Runner(nap_or_die, processes=2) as runner:
+        assert runner.slots == 2
+        tickets = {runner.submit(n, f"n={n}"): n for n in (2, 3)}
+        ticket, first = runner.next_done()  # both lost; 2 then runs alone and dies again
+        assert tickets[ticket] == 2 and "died while it ran" in (first.error or "")
+        assert runner.slots == 1 and runner.in_flight == 1  # 3 is still on probation
+        ticket, second = runner.next_done()
+        assert tickets[ticket] == 3 and second.result == 3
+        assert runner.slots == 2 and runner.in_flight == 0
+
+
 def test_runner_arguments() -> None:
     with pytest.raises(InputError, match="give one of them"):
         Runner(boom, processes=2, ray="auto")

@@ -65,7 +65,7 @@ import numpy.typing as npt
 
 from aiops.errors import InputError
 from aiops.sim.stream import DEFAULT_CHUNK_S, Chunk
-from aiops.sim.workloads import Workload
+from aiops.sim.workloads import Workload, rate_bins
 from aiops.types import FloatArray, IntArray
 
 SERVEGEN_PREFIX = "servegen:"
@@ -715,19 +715,12 @@ class ServeGenStream:
         """As :meth:`Workload.rate`. Exact: a window inside one bin adds its counts; the
         arrival times are drawn (tokens are not) only for windows that straddle a bin edge,
         so bins of whole windows cost nothing and minute bins cost one pass of draws."""
-        if not (math.isfinite(bin_s) and bin_s > 0):
-            raise ValueError(f"bin_s must be finite and > 0, got {bin_s}")
         if bin_s in self._rate_cache:
             return self._rate_cache[bin_s].copy()
-        if self._duration <= 0:
-            return np.zeros(0, dtype=np.float64)
-        n_bins = max(1, math.ceil(self._duration / bin_s))
-        edges = np.minimum(np.arange(n_bins + 1, dtype=np.float64) * bin_s, self._duration)
-        widths = np.diff(edges)
-        if n_bins > 1 and widths[-1] < 1e-9 * bin_s:
-            n_bins -= 1
-            widths = widths[:-1]
-            widths[-1] += float(edges[-1] - edges[-2])
+        widths = rate_bins(self._duration, bin_s)
+        n_bins = len(widths)
+        if n_bins == 0:
+            return widths
         counts = np.zeros(n_bins)
         totals = self._counts().sum(axis=0)
         for w in range(self._lo, self._hi):

@@ -184,17 +184,10 @@ class Workload:
         The last bin may be shorter than ``bin_s``; it is divided by its own width so every
         entry is a true rate (an arrival exactly at ``duration`` counts in the last bin).
         """
-        if not (math.isfinite(bin_s) and bin_s > 0):
-            raise ValueError(f"bin_s must be finite and > 0, got {bin_s}")
-        if self.duration <= 0:
+        widths = rate_bins(self.duration, bin_s)
+        n_bins = len(widths)
+        if n_bins == 0:
             return np.zeros(0, dtype=np.float64)
-        n_bins = max(1, math.ceil(self.duration / bin_s))
-        edges = np.minimum(np.arange(n_bins + 1, dtype=np.float64) * bin_s, self.duration)
-        widths = np.diff(edges)
-        if n_bins > 1 and widths[-1] < 1e-9 * bin_s:  # float residue of duration / bin_s
-            n_bins -= 1
-            widths = widths[:-1]
-            widths[-1] += float(edges[-1] - edges[-2])
         index = np.minimum((self.arrivals // bin_s).astype(np.int64), n_bins - 1)
         counts = np.bincount(index, minlength=n_bins).astype(np.float64)
         rates: FloatArray = counts / widths
@@ -247,6 +240,23 @@ class Workload:
             "mean_generated_tokens": float(self.generated_tokens.mean()) if n else None,
             **{k: self.meta[k] for k in SUMMARY_META_KEYS if k in self.meta},
         }
+
+
+def rate_bins(duration: float, bin_s: float) -> FloatArray:
+    """Widths of the bins :meth:`Workload.rate` counts in over ``[0, duration)``: ``bin_s``
+    each, the last one shorter (a residue of float division is merged into the one before).
+    Empty for an empty span."""
+    if not (math.isfinite(bin_s) and bin_s > 0):
+        raise ValueError(f"bin_s must be finite and > 0, got {bin_s}")
+    if duration <= 0:
+        return np.zeros(0, dtype=np.float64)
+    n_bins = max(1, math.ceil(duration / bin_s))
+    edges = np.minimum(np.arange(n_bins + 1, dtype=np.float64) * bin_s, duration)
+    widths: FloatArray = np.diff(edges)
+    if n_bins > 1 and widths[-1] < 1e-9 * bin_s:  # float residue of duration / bin_s
+        widths = widths[:-1]
+        widths[-1] += float(edges[-1] - edges[-2])
+    return widths
 
 
 def _frozen_copy(values: object, dtype: type[_Scalar]) -> npt.NDArray[_Scalar]:
