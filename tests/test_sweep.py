@@ -287,3 +287,21 @@ def test_train_cli_seed_options_are_checked(tmp_path: Path) -> None:
         res = CliRunner().invoke(app, [*base, *extra])
         assert res.exit_code == 2, res.output
         assert problem in res.output
+
+
+def test_train_cli_with_seeds_keeps_one_and_says_which(tmp_path: Path) -> None:
+    from aiops.cli import app
+
+    out = tmp_path / "policy"
+    res = CliRunner().invoke(app, [
+        "train", "--workload", "synthetic:steady", "--eval-workload", "synthetic:step@0.5",
+        "--timesteps", "256", "--output", str(out), "--n-envs", "1", "--eval-every", "256",
+        "--net-arch", "16,16", "--seeds", "0-1", "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    record = json.loads((out / "seeds.json").read_text())
+    assert summary["kept_seed"] == record["kept"] and summary["failed_seeds"] == []
+    assert summary["sha256"] == sha256_file(out / "model.zip") == sha256_file(
+        out / f"seed-{record['kept']}" / "model.zip")
+    scores = {int(s): r["key"][1] for s, r in record["seeds"].items()}
+    assert record["kept"] == min(scores, key=lambda s: (scores[s], s))

@@ -170,15 +170,14 @@ def _train_seeds(console: Any, cfg: Any, seeds: list[int], *, jobs: int | None,
     _print_table(console, sweep.metas[sweep.kept])
     rule = "--slo-target" if cfg.reward.slo_target is not None else f"--select {cfg.selection}"
     table = Table(title=f"seeds (kept: the lowest held-out key by {rule})")
-    for col in ("seed", "kept step", "held-out key", "kept"):
+    for col in ("seed", "kept step", "held-out score", "kept"):
         table.add_column(col, justify="right")
     for s in seeds:
         if s in sweep.failed:
             table.add_row(str(s), "", "failed: " + sweep.failed[s].splitlines()[0][:60], "")
             continue
-        key = sweep.keys[s]
         step = sweep.metas[s]["training"]["best_checkpoint_timesteps"]
-        table.add_row(str(s), f"{step:,}", " / ".join(f"{k:.4g}" for k in key),
+        table.add_row(str(s), f"{step:,}", _key_text(sweep.keys[s], cfg),
                       "✓" if s == sweep.kept else "")
     console.print(table)
     console.print(f"wrote {cfg.output}/seed-N for each seed and copied seed {sweep.kept} to "
@@ -186,6 +185,14 @@ def _train_seeds(console: Any, cfg: Any, seeds: list[int], *, jobs: int | None,
     typer.echo(json.dumps({"output": str(cfg.output), "kept_seed": sweep.kept,
                            "sha256": sweep.metas[sweep.kept]["sha256"],
                            "failed_seeds": sorted(sweep.failed)}))
+
+
+def _key_text(key: tuple[float, float, float], cfg: Any) -> str:
+    """A seed's held-out key (aiops.train.ppo.selection_key) in words."""
+    if cfg.reward.slo_target is not None:
+        return (f"reaches it, {key[1]:.2f} GPU-h" if key[0] == 0
+                else f"short by {key[1]:.4f}, {key[2]:.2f} GPU-h")
+    return f"{key[1]:.3f}x the reference" if cfg.selection == "relative" else f"${key[1]:.2f}"
 
 
 def _print_table(console: Any, meta: dict[str, Any]) -> None:
