@@ -60,20 +60,40 @@ Every run goes through the loop behind ``aiops simulate`` and the evaluation har
 ``aiops train`` (``aiops.train.evaluate.run_on``): same workload, profile, starting fleet,
 decision interval and forecast (a naive last-value forecast refitted each decision, as in
 ``bench/ppo.py``; ``--no-forecast`` to run without one). Workloads are given as in
-``bench/ppo.py``: ``SPEC[,rate=K][,time=T][,duration=S]``, a CSV path or synthetic:NAME,
-rate-scaled by K, time-scaled by T, cut to S seconds.
+``bench/ppo.py``: ``SPEC[,rate=K][,time=T][,duration=S]``, a CSV path, synthetic:NAME or
+servegen:DIR[:start=D][:end=D] (a ServeGen model folder, ``aiops.sim.servegen``),
+rate-scaled by K, time-scaled by T, cut to S seconds. A workload that cannot be built (a
+missing file, more requests than an in-memory replay holds) is reported as not run, in
+the JSON (``not_run``) and after the tables; the others run.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/autoscale.py --json /tmp/autoscale.json
 
-prints one table per workload and an overview on stdout (progress on stderr) and writes
-everything as JSON. The default run: four workloads x (10 HPA targets + 7 KEDA thresholds
-+ predictive, ppo, oracle) = 80 runs, plus at most ceil(log2(64)) + 1 = 7 fixed-fleet
-probes per workload (24 measured), plus per floor search at most
-ceil(log2(N_static - 1)) + 1 probes, none where the plain run reaches the goal (37
-measured: 4, 6, 0 and 2-3 per policy on Azure, Azure x5, NYC taxi, diurnal-bursty). 141
-runs in all took 153 s with ``--jobs 2`` (about 4 CPU-minutes, most of it the NYC-taxi
-day); ``--jobs N`` runs them in N processes (the bisections of different workloads and
-policies run side by side, each probe as soon as the previous one of its chain is done).
+prints one table per workload, an overview and each aiops policy against the cost-vs-SLO
+frontier of the hindsight-tuned reactive settings on stdout (progress on stderr), writes
+everything as JSON and draws that frontier next to it (``/tmp/autoscale.png``): per
+workload, GPU-hours against attainment of every HPA/KEDA setting, fixed fleet and floor
+run, the frontier of the ones no other beats on both, each aiops policy and the oracle.
+The frontier is in the JSON too (``frontier``: its points, and for each policy
+``beyond`` — no reactive setting is as cheap and as good — or ``behind``, with the
+setting it is compared with).
+
+The default workloads: the Azure code trace, Azure x5, a NYC-taxi day and the bundled
+diurnal day, then a week of each ServeGen model (m-small's second week, m-mid's first,
+with its service gaps); those two are 50-80 M requests each and need a simulator that
+reads requests window by window (until then they are reported as not run: the in-memory
+replay holds 20 M). The first four: 4 x (10 HPA targets + 7 KEDA thresholds + predictive,
+ppo, oracle) = 80 runs, plus at most ceil(log2(64)) + 1 = 7 fixed-fleet probes per workload
+(24 measured), plus per floor search at most ceil(log2(N_static - 1)) + 1 probes, none
+where the plain run reaches the goal (37 measured: 4, 6, 0 and 2-3 per policy on Azure,
+Azure x5, NYC taxi, diurnal-bursty). 141 runs in all took 153 s with ``--jobs 2`` (about
+4 CPU-minutes, most of it the NYC-taxi day).
+
+Runs go through ``aiops.sweep``: on a local process pool, one process per CPU unless
+``--jobs N`` says otherwise, or on a Ray cluster with ``--ray ADDRESS`` (``auto`` for the
+one ``ray start`` made; every node needs aiops and the data at the same paths). The
+bisections of different workloads and policies run side by side, each probe as soon as
+the previous one of its chain is done. A run that fails is reported with its spec and
+the rest go on.
 """
 
 from __future__ import annotations
@@ -83,7 +103,6 @@ import importlib.util
 import json
 import math
 import os
-import queue
 import sys
 import time
 from collections import deque
@@ -97,20 +116,21 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from aiops.errors import InputError
-from aiops.policy import make_policy
 from aiops.policy.base import PolicySpec
 from aiops.policy.hpa import HpaPolicy
 from aiops.policy.keda import KedaPolicy
 from aiops.policy.ppo import DEFAULT_POLICY_DIR, read_meta
 from aiops.sim.profiles import load_profile
-from aiops.sim.runner import peak_replicas
-from aiops.train.evaluate import EvalSetup, EvalWorkload, run_on
+from aiops.sweep import Runner, SimJob, WorkloadRef, run_sim_job
+from aiops.train.evaluate import EvalSetup, EvalWorkload
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 AZURE = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"
 NYC_TAXI = DATA / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv"
+SERVEGEN = DATA / "servegen" / "language"
 AZURE_SHOWN = os.path.relpath(AZURE)  # shorter in titles and JSON keys: ../shared/data/...
+WEEK_S = 7 * 86400
 DEFAULT_WORKLOADS = (
     AZURE_SHOWN,
     f"{AZURE_SHOWN},rate=5",
@@ -118,6 +138,13 @@ DEFAULT_WORKLOADS = (
     # replicas; one day (00:00 to 24:00 of a Tuesday), so the run takes a minute or so.
     f"{os.path.relpath(NYC_TAXI)},rate=0.002,duration=86400",
     "synthetic:diurnal-bursty",
+    # Two weeks of production traffic (ServeGen), one week each: m-small's second week
+    # (bursts, short gaps) at 0.1 of the service, ~130 req/s, short prompts (~70 req/s per
+    # replica), a fleet of 2-8; m-mid's first week (level shifts, service gaps of up to 80
+    # minutes with no traffic at all) at 0.05, ~80 req/s, ~26 req/s per replica. Each is
+    # 50-80 M requests: they need a simulator that reads requests window by window.
+    f"servegen:{os.path.relpath(SERVEGEN / 'm-small')}:start=7d,rate=0.1,duration={WEEK_S}",
+    f"servegen:{os.path.relpath(SERVEGEN / 'm-mid')},rate=0.05,duration={WEEK_S}",
 )
 HPA_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 KEDA_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
@@ -547,25 +574,16 @@ class Job:
         floor probe so that it is never taken for the plain run of that spec."""
         return self.spec + self.tag
 
+    def sim(self) -> SimJob:
+        """The run as :mod:`aiops.sweep` ships it to a worker process or a Ray node: the
+        workload by the arguments that rebuild it, not its arrays."""
+        ref: WorkloadRef = _load_sibling("ppo").workload_ref(self.workload, self.index)
+        return SimJob(ref, self.spec, self.setup, self.ppo_dir or None)
+
 
 def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
-    """One policy on one workload: its ``SimResult.as_dict()`` row, or ``{"error": ...}``."""
-    t0 = time.perf_counter()
-    ew = load_workload(job.workload, job.index)
-    setup = job.setup
-    ctx = setup.context(ew.workload)
-    try:
-        policy = make_policy(PolicySpec.parse(job.spec), ctx,
-                             peak_replicas=peak_replicas(ew.workload, ctx),
-                             workload=ew.workload, profile=setup.profile, slo=setup.slo,
-                             ppo_default_dir=job.ppo_dir)
-    except InputError as err:
-        return job, {"spec": job.spec, "error": str(err)}
-    # A hindsight plan brings its own starting fleet; every other policy starts alike.
-    result = run_on(policy, ew, setup, start=getattr(policy, "start_replicas", None))
-    row: dict[str, Any] = {"spec": job.spec, **result.as_dict(),
-                           "wall_s": round(time.perf_counter() - t0, 2)}
-    return job, row
+    """One policy on one workload, here: its ``SimResult.as_dict()`` row, or ``{"error"}``."""
+    return job, run_sim_job(job.sim())
 
 
 def with_param(base: str, key: str, value: float) -> str:
@@ -586,7 +604,7 @@ def default_value(name: str, base: str, setup: EvalSetup, ew: EvalWorkload) -> f
 
 
 def plan_jobs(
-    texts: Sequence[str],
+    texts: Sequence[str] | Mapping[int, str],
     setup: EvalSetup,
     *,
     bases: Mapping[str, str],
@@ -600,11 +618,13 @@ def plan_jobs(
 
     A default setting that is on the grid is the grid's run, not a second one; likewise a
     floor search of ``hpa`` starts from the HPA default's run, and one of a spec that is
-    not run anyway (``hpa:target=0.35``) adds that run."""
+    not run anyway (``hpa:target=0.35``) adds that run. ``texts`` by position, or as
+    ``{position: text}`` for some of them (a position seeds its synthetic workload)."""
     keys = {"hpa": "target", "keda": "threshold"}
     jobs: list[Job] = []
     layout: list[dict[str, Any]] = []
-    for i, text in enumerate(texts):
+    items = texts.items() if isinstance(texts, Mapping) else enumerate(texts)
+    for i, text in items:
         ew = load_workload(text, i)
         specs: list[str] = []
         sweeps: dict[str, list[tuple[float, str]]] = {}
@@ -625,7 +645,8 @@ def plan_jobs(
             if floors[spec] not in specs:
                 specs.append(floors[spec])
         jobs += [Job(i, text, s, setup, ppo_dir) for s in specs]
-        layout.append({"spec": text, "sweeps": sweeps, "defaults": defaults, "floors": floors,
+        layout.append({"index": i, "spec": text, "sweeps": sweeps, "defaults": defaults,
+                       "floors": floors,
                        "default_values": {n: default_value(n, bases[n], setup, ew)
                                           for n in REACTIVE}})
     return jobs, layout
@@ -684,18 +705,23 @@ Rows = dict[tuple[int, str], dict[str, Any]]
 Searched = dict[tuple[int, str], dict[str, Any]]
 
 
-def run_all(jobs: Sequence[Job], n_procs: int,
-            searches: Sequence[Search] = ()) -> tuple[Rows, Searched]:
-    """Run every job (longest first) and every search on up to ``n_procs`` processes, with
-    a progress bar each; returns the jobs' rows by ``(index, spec)`` and the searches'
+def run_all(jobs: Sequence[Job], n_procs: int | None,
+            searches: Sequence[Search] = (), *, ray: str | None = None,
+            fn: Callable[[SimJob], dict[str, Any]] = run_sim_job) -> tuple[Rows, Searched]:
+    """Run every job (longest first) and every search on ``n_procs`` local processes (None:
+    one per CPU) or a Ray cluster (``ray``), through :class:`aiops.sweep.Runner`, with a
+    progress bar each; returns the jobs' rows by ``(index, spec)`` and the searches'
     results by ``(index, search.name)``: ``found``, ``probes``, ``max_replicas``, and for a
     floor search the ``spec`` it ran and ``max_floor``, the largest floor it would probe.
+    ``fn`` runs one :class:`~aiops.sweep.SimJob` (tests give a fake); a run that raises is
+    filed as a row ``{"spec", "error"}``, which never reaches the goal.
 
-    A search is a chain (each probe depends on the last), so its next probe is started
-    before any waiting job: the chains then run alongside the jobs rather than after them,
-    and different workloads' chains run side by side. A floor search starts once its
-    workload's fixed-fleet search has ended (its answer bounds the floors) and its
-    policy's plain run is done (floor 1: when it reaches the goal nothing is probed)."""
+    A search is a chain (each probe depends on the last), so its next probe is submitted
+    before any waiting job, and no more runs are submitted than can run at once: the chains
+    then run alongside the jobs rather than after them, and different workloads' chains
+    run side by side. A floor search starts once its workload's fixed-fleet search has
+    ended (its answer bounds the floors) and its policy's plain run is done (floor 1: when
+    it reaches the goal nothing is probed)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -719,11 +745,14 @@ def run_all(jobs: Sequence[Job], n_procs: int,
     with_static = {s.index for s in searches if not s.is_floor}
     rows: Rows = {}
     searched: Searched = {}
+    submitted: dict[int, Job] = {}  # ticket -> job
 
-    with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as progress:
-        task = progress.add_task("simulating", total=len(pending))
+    runner: Runner[SimJob, dict[str, Any]] = Runner(fn, processes=n_procs, ray=ray,
+                                                   max_jobs=len(jobs) + len(searches))
+    with runner, Progress(TextColumn("{task.description:<44}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                          console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"simulating on {runner.where}", total=len(pending))
         # Bounded by Search.bound per search; shrunk as searches end early.
         bars = {floor: progress.add_task(
                     "floors (bisection)" if floor else "static fleet (bisection)",
@@ -794,35 +823,189 @@ def run_all(jobs: Sequence[Job], n_procs: int,
             start_ready()
 
         start_ready()
-
-        def next_job() -> Job:
-            return probes.popleft() if probes else pending.popleft()
-
-        if n_procs <= 1:
-            while probes or pending:
-                record(*run_job(next_job()))
-        else:
-            import multiprocessing as mp
-
-            done: queue.SimpleQueue[tuple[Job, dict[str, Any]] | BaseException] = (
-                queue.SimpleQueue())
-            size = max(1, min(n_procs, len(pending) + len(probes)))
-            with mp.get_context().Pool(size) as pool:
-                running = 0
-                while probes or pending or running:
-                    # Keep every process busy, no more: a probe queued later must not
-                    # wait behind jobs already handed to the pool.
-                    while running < size and (probes or pending):
-                        pool.apply_async(run_job, (next_job(),), callback=done.put,
-                                         error_callback=done.put)
-                        running += 1
-                    item = done.get()
-                    running -= 1
-                    if isinstance(item, BaseException):
-                        raise item
-                    record(*item)
+        while probes or pending or runner.in_flight:
+            # Keep every slot busy, no more: a probe queued later must not wait behind
+            # runs already handed to the executor.
+            while runner.in_flight < runner.slots and (probes or pending):
+                job = probes.popleft() if probes else pending.popleft()
+                submitted[runner.submit(job.sim(), f"{job.workload} {job.key}")] = job
+            ticket, outcome = runner.next_done()
+            job = submitted.pop(ticket)
+            if outcome.result is not None:
+                record(job, outcome.result)
+            else:
+                error = (outcome.error or "").splitlines()[0]
+                progress.console.print(f"failed: {job.workload} {job.key}: {error}",
+                                       markup=False, highlight=False)
+                record(job, {"spec": job.spec, "error": outcome.error})
     assert not waiting, "every floor search's plain run and static search have ended"
     return rows, searched
+
+
+# --------------------------------------------------------------------------------------
+# the cost-vs-SLO frontier of the hindsight-tuned reactive settings
+# --------------------------------------------------------------------------------------
+
+
+def reactive_points(w: Mapping[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Every reactive setting run on a workload, tuned in hindsight or not: the HPA and
+    KEDA grids and defaults, the fixed-fleet probes and the floor probes under HPA/KEDA,
+    each with its ``kind``. Failed runs are left out."""
+    pts: list[dict[str, Any]] = []
+    for name in REACTIVE:
+        specs = {p["spec"] for p in w["sweep"][name]}
+        pts += [{"kind": name, **p} for p in w["sweep"][name]]
+        if w["default"][name].get("spec") not in specs:
+            pts.append({"kind": name, **w["default"][name]})
+    if w.get("static") is not None:
+        pts += [{"kind": "static", **p} for p in w["static"]["probes"]]
+    for spec, floor in w.get("floors", {}).items():
+        if is_reactive(spec):
+            kind = floor_name(PolicySpec.parse(spec).name)
+            pts += [{"kind": kind, **p} for p in floor["probes"]]
+            found = floor.get("found")
+            if found is not None and not floor["probes"]:  # floor 1: the plain run
+                pts.append({"kind": kind, **found})
+    return [p for p in pts if "gpu_hours" in p and p.get(metric) is not None]
+
+
+def pareto_frontier(points: Iterable[Row], metric: str) -> list[Row]:
+    """The settings no other setting beats on both GPU-hours and attainment, cheapest
+    first (attainment rising along it): what tuning in hindsight can reach."""
+    out: list[Row] = []
+    best = -math.inf
+    for p in sorted(points, key=lambda p: (p["gpu_hours"], -p[metric])):
+        if p[metric] > best:
+            out.append(p)
+            best = p[metric]
+    return out
+
+
+def frontier_position(row: Row, frontier: Sequence[Row], metric: str) -> dict[str, Any]:
+    """Where a policy's run sits against the frontier. ``behind``: a reactive setting
+    tuned in hindsight is as cheap and as good (one at least strictly), named with how
+    much cheaper it is; ``beyond``: none is, and ``reference`` is the cheapest setting
+    reaching the policy's attainment (None when none does), with the policy's GPU-hours
+    over it (negative: the policy is cheaper)."""
+    gpu, att = row["gpu_hours"], row[metric]
+    better = [f for f in frontier if f["gpu_hours"] <= gpu and f[metric] >= att
+              and (f["gpu_hours"] < gpu or f[metric] > att)]
+    if better:
+        ref = min(better, key=lambda f: f["gpu_hours"])
+        position = "behind"
+    else:
+        ref = next((f for f in frontier if f[metric] >= att), None)
+        position = "beyond"
+    out: dict[str, Any] = {"position": position, "gpu_hours": gpu, metric: att,
+                           "reference": None if ref is None else row_label(ref),
+                           "reference_kind": None if ref is None else ref.get("kind")}
+    if ref is not None:
+        out |= {"reference_gpu_hours": ref["gpu_hours"], "reference_" + metric: ref[metric],
+                "gpu_hours_vs_reference_pct": round(100.0 * (gpu / ref["gpu_hours"] - 1.0), 1)
+                if ref["gpu_hours"] > 0 else None}
+    return out
+
+
+def frontier_summary(w: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """The frontier of one workload and every aiops policy's place against it (the
+    planners and their floor-tuned settings; the oracle for reference)."""
+    frontier = pareto_frontier(reactive_points(w, metric), metric)
+    policies = {name: frontier_position(row, frontier, metric)
+                for name, row in w["results"].items() if "gpu_hours" in row}
+    return {"points": [{"kind": f.get("kind"), "spec": row_label(f),
+                        "gpu_hours": f["gpu_hours"], metric: f[metric]} for f in frontier],
+            "policies": policies}
+
+
+def _miss_pct(att: float) -> float:
+    """Plotted y: the share of requests missing the SLO, in %, floored for a log axis."""
+    return max(100.0 * (1.0 - att), 1e-3)
+
+
+def _x_limit(w: Mapping[str, Any], frontier: Sequence[Row], metric: str, goal: float) -> float:
+    """The plot's GPU-hours range: twice the dearest of the aiops policies, the oracle and
+    the cheapest reactive setting reaching the goal — where the comparison is. A KEDA
+    setting at ten times the fleet would otherwise squeeze it into a corner."""
+    focus = [r["gpu_hours"] for r in w["results"].values() if "gpu_hours" in r]
+    reaching = [f["gpu_hours"] for f in frontier if f[metric] >= goal]
+    focus += reaching[:1] or [f["gpu_hours"] for f in frontier[-1:]]
+    return 2.0 * max(focus) if focus else 1.0
+
+
+def plot_frontier(report: Mapping[str, Any], path: Path) -> None:
+    """The PNG a user looks at: per workload, GPU-hours against SLO attainment of every
+    reactive setting run (small dots, by kind), the frontier of the hindsight-tuned ones
+    (a step line), each aiops policy (large markers, labelled), the oracle (a star) and
+    the goal (dashed). Attainment is on a log scale of misses, so 99% and 99.9% are as far
+    apart as 90% and 99%."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    metric = SLO_METRICS[report["slo_metric"]]
+    goal = float(report["goal"])
+    workloads = report["workloads"]
+    n = max(1, len(workloads))
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(5.6 * cols, 4.6 * rows), layout="constrained")
+    colours = {"hpa": "#4c72b0", "keda": "#dd8452", "static": "#8c8c8c",
+               "hpa+floor": "#64b5cd", "keda+floor": "#ccb974"}
+    markers = ["o", "D", "s", "^", "v", "P", "X"]
+    for k, (spec, w) in enumerate(workloads.items()):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        pts = reactive_points(w, metric)
+        frontier = pareto_frontier(pts, metric)
+        right = _x_limit(w, frontier, metric, goal)
+        for kind, colour in colours.items():
+            mine = [p for p in pts if p["kind"] == kind]
+            if mine:
+                ax.scatter([min(p["gpu_hours"], right) for p in mine],
+                           [_miss_pct(p[metric]) for p in mine], s=14, color=colour,
+                           alpha=0.6, label=kind, zorder=2)
+        beyond = [p for p in pts if p["gpu_hours"] > right]
+        if beyond:  # far costlier settings sit on the right edge, counted
+            ax.annotate(f"{len(beyond)} setting{'s' if len(beyond) > 1 else ''} at the "
+                        "edge cost up to "
+                        f"{max(p['gpu_hours'] for p in beyond):,.0f} GPU-h",
+                        (0.98, 0.98), xycoords="axes fraction", ha="right", va="top",
+                        fontsize=7, color="dimgray")
+        if frontier:
+            ax.plot([f["gpu_hours"] for f in frontier], [_miss_pct(f[metric]) for f in frontier],
+                    drawstyle="steps-post", color="black", lw=1.2, zorder=3,
+                    label="reactive frontier (hindsight)")
+        planners = [(name, row) for name, row in w["results"].items()
+                    if name != "oracle" and "gpu_hours" in row]
+        for j, (name, row) in enumerate(planners):
+            x, y = row["gpu_hours"], _miss_pct(row[metric])
+            ax.scatter([x], [y], s=70, marker=markers[j % len(markers)], color=f"C{j + 3}",
+                       edgecolor="black", zorder=5, label=name)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        oracle = w["results"].get("oracle")
+        if oracle is not None and "gpu_hours" in oracle:
+            ax.scatter([oracle["gpu_hours"]], [_miss_pct(oracle[metric])], s=120, marker="*",
+                       color="gold", edgecolor="black", zorder=5, label="oracle")
+        ax.axhline(_miss_pct(goal), color="red", ls="--", lw=0.8, label=f"goal {100 * goal:g}%")
+        ax.set_xlim(0.0, right * 1.03)
+        ax.set_yscale("log")
+        ax.invert_yaxis()  # better is up
+        ticks = (50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.1, 0.01, 0.001)
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100.0 - v:g}"))
+        summ = w["workload"]
+        hours = summ["duration_s"] / 3600
+        span = f"{hours / 24:.3g} days" if hours >= 48 else f"{hours:.3g} h"
+        ax.set_title(f"{short_label(spec)}\n{span}, {summ['requests']:,} requests", fontsize=9)
+        ax.set_xlabel("GPU-hours")
+        ax.set_ylabel(f"SLO attainment % ({report['slo_metric']} requests)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Cost vs SLO: hindsight-tuned HPA/KEDA/fixed fleets/floors and the aiops "
+                 "policies", fontsize=11)
+    fig.savefig(path, dpi=110)
 
 
 # --------------------------------------------------------------------------------------
@@ -935,7 +1118,39 @@ def render(report: dict[str, Any], metric: str, goal: float) -> list[Any]:
             out.append(line)
         out.append(Text(""))
     out.append(overview(report, goal))
+    out.append(frontier_table(report))
     return out
+
+
+def frontier_table(report: dict[str, Any]) -> Any:
+    """Each aiops policy against the frontier of the hindsight-tuned reactive settings:
+    ``beyond`` (no setting is as cheap and as good) with its GPU-hours over the cheapest
+    setting reaching its attainment, or ``behind`` with the setting that beats it."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="Against the cost-vs-SLO frontier of the hindsight-tuned HPA/KEDA/fixed "
+                    "fleets/floors (GPU-h vs the cheapest setting reaching the same SLO)",
+              title_justify="left")
+    t.add_column("", no_wrap=True)
+    workloads = report["workloads"]
+    for spec in workloads:
+        t.add_column(short_label(spec), justify="right", overflow="fold")
+    names = list(dict.fromkeys(n for w in workloads.values() for n in w["frontier"]["policies"]))
+
+    def cell(pos: Mapping[str, Any] | None) -> str:
+        if pos is None:
+            return "—"
+        if pos["reference"] is None:
+            return f"{pos['position']}: no setting reaches its SLO"
+        pct = pos.get("gpu_hours_vs_reference_pct")
+        return escape(f"{pos['position']} {'' if pct is None else f'{pct:+.1f}%'} "
+                      f"[{pos['reference']}]")
+
+    for name in names:
+        t.add_row(escape(name), *(cell(w["frontier"]["policies"].get(name))
+                                  for w in workloads.values()))
+    return t
 
 
 def _yes_no(flag: bool | None) -> str:
@@ -1104,13 +1319,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "planner judged like its plain run")
     ap.add_argument("--no-floor-search", action="store_true",
                     help="search no floors: compare every autoscaler above a floor of 1")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="local worker processes (default: one per CPU; 1 runs here)")
+    ap.add_argument("--ray", metavar="ADDRESS",
+                    help="run on a Ray cluster instead: auto (the one `ray start` made "
+                         "here), HOST:PORT or ray://HOST:PORT; needs the ray extra, and "
+                         "the workloads' files at the same paths on every node")
     ap.add_argument("--json", type=Path, dest="json_out", help="write the report here")
     args = ap.parse_args(argv)
     if not 0.0 < args.goal <= 1.0:
         ap.error("--goal must be in (0, 1]")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.jobs is not None and args.ray is not None:
+        ap.error("--jobs sets local processes; with --ray the cluster's CPUs decide")
     if args.max_replicas < 1:
         ap.error("--max-replicas must be >= 1")
 
@@ -1127,12 +1349,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrong = [f for f in floor_specs if not floor_searchable(f)]
     if wrong:
         ap.error(f"--floor-search takes hpa, keda, predictive or ppo specs, not {wrong}")
+    not_run: dict[str, str] = {}
     try:
         profile = load_profile(args.profile)
         setup = EvalSetup(profile, max_replicas=args.max_replicas,
                           with_forecast=not args.no_forecast)
         bases = {"hpa": args.hpa, "keda": args.keda}
-        jobs, layout = plan_jobs(texts, setup, bases=bases,
+        built: dict[int, str] = {}
+        for i, text in enumerate(texts):
+            try:
+                load_workload(text, i)
+                built[i] = text
+            except InputError as err:  # the others still run; this one is reported
+                not_run[text] = str(err)
+                print(f"not run: {text}: {err}", file=sys.stderr)
+        if not built:
+            raise InputError("no workload could be built")
+        jobs, layout = plan_jobs(built, setup, bases=bases,
                                  grids={"hpa": args.hpa_targets, "keda": args.keda_thresholds},
                                  ppo_dir=str(args.ppo_policy), planners=planners,
                                  floor_specs=floor_specs)
@@ -1140,17 +1373,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     common = (setup, str(args.ppo_policy), args.max_replicas, metric, args.goal)
-    searches = [] if args.no_static else [Search(i, text, *common)
-                                          for i, text in enumerate(texts)]
-    searches += [Search(i, text, *common, policy=spec, runs=layout[i]["floors"][spec])
-                 for i, text in enumerate(texts) for spec in floor_specs]
-    rows, searched = run_all(jobs, args.jobs, searches)
+    searches = [] if args.no_static else [Search(lay["index"], lay["spec"], *common)
+                                          for lay in layout]
+    searches += [Search(lay["index"], lay["spec"], *common, policy=spec,
+                        runs=lay["floors"][spec]) for lay in layout for spec in floor_specs]
+    try:
+        rows, searched = run_all(jobs, args.jobs, searches, ray=args.ray)
+    except InputError as err:  # --ray: no Ray installed, no cluster there
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     static = {i: r for (i, name), r in searched.items() if name == "static"}
     static_runs = sum(len(s["probes"]) for s in static.values())
     floor_runs = sum(len(r["probes"]) for (_, name), r in searched.items() if name != "static")
 
     workloads: dict[str, Any] = {}
-    for i, lay in enumerate(layout):
+    for lay in layout:
+        i = lay["index"]
         ew = load_workload(lay["spec"], i)
         mine = {spec: row for (j, spec), row in rows.items() if j == i}
         w = summarise_workload(mine, sweeps=lay["sweeps"], defaults=lay["defaults"],
@@ -1162,6 +1400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if "error" in r}
         infeasible = next((r["infeasible_requests"] for r in mine.values()
                            if "infeasible_requests" in r), None)
+        w["frontier"] = frontier_summary(w, metric)
         workloads[lay["spec"]] = {"workload": ew.workload.summary(),
                                   "infeasible_requests": infeasible, **w,
                                   "default_values": lay["default_values"],
@@ -1191,7 +1430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "static_runs": static_runs,
         "floor_runs": floor_runs,
         "jobs": args.jobs,
+        "ray": args.ray,
         "workloads": workloads,
+        "not_run": not_run,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     console = Console(width=max(Console().width, 120))
@@ -1199,10 +1440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(item)
     console.print(f"{report['runs']} runs ({static_runs} of them fixed-fleet probes, "
                   f"{floor_runs} floor probes) in "
-                  f"{report['wall_s']:.0f} s with {args.jobs} process(es)")
+                  f"{report['wall_s']:.0f} s "
+                  + (f"on Ray ({args.ray})" if args.ray else
+                     f"with {args.jobs or os.cpu_count()} process(es)"))
+    for text, error in not_run.items():
+        console.print(f"not run: {text}: {error}", style="bold red", markup=False,
+                      highlight=False)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        console.print(f"wrote {args.json_out}")
+        png = args.json_out.with_suffix(".png")
+        plot_frontier(report, png)
+        console.print(f"wrote {args.json_out} and the cost-vs-SLO frontier {png}")
     return 0
 
 

@@ -32,7 +32,8 @@ from aiops.errors import InputError
 from aiops.policy.base import PolicySpec
 from aiops.policy.ppo import DEFAULT_POLICY_DIR, PpoPolicy, read_meta
 from aiops.sim.profiles import load_profile
-from aiops.sim.workloads import SYNTHETIC_PREFIX, resolve_workload
+from aiops.sim.workloads import SYNTHETIC_PREFIX
+from aiops.sweep import WorkloadRef
 from aiops.train.evaluate import (
     EVAL_SEED_BASE,
     EvalSetup,
@@ -48,6 +49,11 @@ BASELINES = ("hpa", "keda", "predictive", "oracle")
 
 
 def parse_workload(text: str, index: int) -> EvalWorkload:
+    """The workload :func:`workload_ref` names, built (once per process)."""
+    return EvalWorkload(text, workload_ref(text, index).load())
+
+
+def workload_ref(text: str, index: int) -> WorkloadRef:
     """``SPEC[,rate=K][,time=T][,duration=S][,seed=N]``. A synthetic workload's realisation
     is seeded by its position ``index`` in the list unless ``seed=N`` names the position to
     take it from: ``synthetic:diurnal-bursty,seed=3`` alone is the fourth workload of a
@@ -67,9 +73,8 @@ def parse_workload(text: str, index: int) -> EvalWorkload:
     if position < 0 or position != int(position):
         raise InputError(f"workload {text!r}: seed={position:g} must be a whole number >= 0")
     seed = EVAL_SEED_BASE + 100 + int(position) if spec.startswith(SYNTHETIC_PREFIX) else 0
-    w = resolve_workload(spec, rate_scale=kw.get("rate", 1.0), time_scale=kw.get("time", 1.0),
-                         duration=kw.get("duration"), seed=seed)
-    return EvalWorkload(text, w)
+    return WorkloadRef(spec, rate_scale=kw.get("rate", 1.0), time_scale=kw.get("time", 1.0),
+                       duration=kw.get("duration"), seed=seed)
 
 
 def measure_training(steps: int, seed: int) -> float:

@@ -2,7 +2,8 @@
 # One command from a fresh clone to a running aiops: the README's set-up command.
 #
 #   1. creates .venv at the repository root and installs aiops with its development extras
-#      (torch pinned to the CPU build 2.13.0 in pyproject.toml);
+#      and Ray (the sweep tests compare a local Ray run with the process pool; torch pinned
+#      to the CPU build 2.13.0 in pyproject.toml);
 #   2. installs the real Prometheus server the integration tests start (Debian's package),
 #      unless AIOPS_SKIP_PROMETHEUS=1;
 #   3. runs the main job: the daemon on the embedded simulated cluster for 90 simulated
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
 if [ "${AIOPS_SKIP_PROMETHEUS:-0}" != "1" ]; then
   scripts/prometheus.sh install
 fi

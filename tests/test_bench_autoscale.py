@@ -285,24 +285,24 @@ def test_run_all_interleaves_the_static_searches_with_the_jobs(
     workload's search ends on its own answer, and probes never land among the rows."""
     passes_from = {0: 3, 1: None}
 
-    def fake_run_job(job: Any) -> tuple[Any, dict[str, Any]]:
+    def fake_run(job: Any) -> dict[str, Any]:
+        index = int(job.workload.spec[1:])
         if job.spec.startswith("static:"):
-            return job, fleet(passes_from[job.index])(int(job.spec.split("=")[1]))
-        return job, point(job.spec, 1.0, 0.99)
+            return fleet(passes_from[index])(int(job.spec.split("=")[1]))
+        return point(job.spec, 1.0, 0.99)
 
-    monkeypatch.setattr(bench, "run_job", fake_run_job)
     monkeypatch.setattr(bench, "_cost", lambda job: 1.0)
     setup = bench.EvalSetup(bench.load_profile("llama3-8b-a100"), max_replicas=16)
     jobs = [bench.Job(i, f"w{i}", spec, setup, "") for i in (0, 1) for spec in ("hpa", "ppo")]
     searches = [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99) for i in (0, 1)]
-    rows, searched = bench.run_all(jobs, 1, searches)
+    rows, searched = bench.run_all(jobs, 1, searches, fn=fake_run)
     assert set(rows) == {(i, s) for i in (0, 1) for s in ("hpa", "ppo")}
     assert set(searched) == {(0, "static"), (1, "static")}
     static = {i: searched[(i, "static")] for i in (0, 1)}
     assert static[0]["found"]["replicas"] == 3 and static[1]["found"] is None
     assert all(len(s["probes"]) <= bench.probe_bound(16) for s in static.values())
     assert static[1]["probes"][-1]["replicas"] == 16
-    assert bench.run_all(jobs, 1)[1] == {}
+    assert bench.run_all(jobs, 1, fn=fake_run)[1] == {}
 
 
 def floored(passes_from: int | None, spec: str = "ppo",
@@ -383,15 +383,15 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
     hpa_floor = {0: 4, 1: 13}
     order: list[tuple[int, str]] = []
 
-    def fake_run_job(job: Any) -> tuple[Any, dict[str, Any]]:
-        order.append((job.index, job.key))
+    def fake_run(job: Any) -> dict[str, Any]:
+        index, floor = int(job.workload.spec[1:]), job.setup.min_replicas
+        order.append((index, job.spec + (f"@floor={floor}" if floor > 1 else "")))
         if job.spec.startswith("static:"):
-            return job, fleet(static_from[job.index])(int(job.spec.split("=")[1]))
+            return fleet(static_from[index])(int(job.spec.split("=")[1]))
         if job.spec == "ppo":
-            return job, point("ppo", 3.0, 0.995)
-        return job, floored(hpa_floor[job.index], job.spec)(job.setup.min_replicas)
+            return point("ppo", 3.0, 0.995)
+        return floored(hpa_floor[index], job.spec)(floor)
 
-    monkeypatch.setattr(bench, "run_job", fake_run_job)
     monkeypatch.setattr(bench, "_cost", lambda job: 1.0)
     setup = bench.EvalSetup(bench.load_profile("llama3-8b-a100"), max_replicas=16)
     jobs = [bench.Job(i, f"w{i}", spec, setup, "") for i in (0, 1)
@@ -399,7 +399,7 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
     searches = [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99) for i in (0, 1)]
     searches += [bench.Search(i, f"w{i}", setup, "", 16, FEAS, 0.99, policy=p, runs=r)
                  for i in (0, 1) for p, r in (("hpa", "hpa:target=0.7"), ("ppo", "ppo"))]
-    rows, searched = bench.run_all(jobs, 1, searches)
+    rows, searched = bench.run_all(jobs, 1, searches, fn=fake_run)
     assert set(rows) == {(j.index, j.spec) for j in jobs}  # probes never among the rows
     for i, ceiling in ((0, 6), (1, 16)):
         hpa = searched[(i, "hpa")]
@@ -413,7 +413,7 @@ def test_run_all_starts_a_floor_search_after_its_static_search_and_plain_run(
         assert searched[(i, "ppo")]["found"]["min_replicas"] == 1
         assert searched[(i, "ppo")]["probes"] == []
     with pytest.raises(ValueError, match="plain run"):
-        bench.run_all(jobs[:1], 1, searches[3:4])  # ppo on w0, not run
+        bench.run_all(jobs[:1], 1, searches[3:4], fn=fake_run)  # ppo on w0, not run
 
 
 def floor_rows() -> dict[str, Any]:
@@ -516,6 +516,7 @@ def test_cli_runs_a_tiny_sweep_and_writes_valid_json(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0  # the frontier, next to the JSON
     assert report["benchmark"] == "autoscale" and report["slo_metric"] == "feasible"
     # 2 HPA targets (the default 0.7 among them) + 1 KEDA threshold + the KEDA default
     # + predictive, ppo and the oracle, + the fixed-fleet probes (at most 7 up to 64),
@@ -629,3 +630,87 @@ def test_a_workloads_seed_option_reruns_one_row_of_the_default_table() -> None:
                          ("synthetic:steady,colour=red", "unknown option 'colour'")):
         with pytest.raises(InputError, match=message):
             parse(bad, 0)
+
+
+# --------------------------------------------------------------------------- the frontier
+
+
+def test_the_frontier_keeps_the_settings_nothing_beats_on_both_axes() -> None:
+    pts = [point("a", 5.0, 0.90), point("b", 6.0, 0.99), point("c", 6.5, 0.95),
+           point("d", 4.0, 0.80), point("e", 8.0, 0.999), point("f", 8.0, 0.99),
+           point("g", 7.0, 0.99)]  # as good as b, dearer: not on the frontier
+    assert [p["spec"] for p in bench.pareto_frontier(pts, FEAS)] == ["d", "a", "b", "e"]
+    assert bench.pareto_frontier([], FEAS) == []
+
+
+def test_a_policy_is_behind_or_beyond_the_frontier() -> None:
+    frontier = bench.pareto_frontier([point("hpa:target=0.3", 5.0, 0.90),
+                                      point("static:replicas=6", 6.0, 0.99),
+                                      point("static:replicas=8", 8.0, 0.999)], FEAS)
+    behind = bench.frontier_position(point("ppo", 7.0, 0.98), frontier, FEAS)
+    assert behind["position"] == "behind" and behind["reference"] == "static:replicas=6"
+    assert behind["gpu_hours_vs_reference_pct"] == pytest.approx(100 * (7 / 6 - 1), abs=0.1)
+    beyond = bench.frontier_position(point("ppo", 5.5, 0.99), frontier, FEAS)
+    assert beyond["position"] == "beyond" and beyond["reference"] == "static:replicas=6"
+    assert beyond["gpu_hours_vs_reference_pct"] == pytest.approx(-8.3, abs=0.1)
+    top = bench.frontier_position(point("oracle", 9.0, 0.9999), frontier, FEAS)
+    assert top["position"] == "beyond" and top["reference"] is None
+
+
+def test_reactive_points_take_every_reactive_setting_and_no_planner() -> None:
+    w = {"sweep": {"hpa": [{"value": 0.5, **point("hpa:target=0.5", 5.0, 0.9)}],
+                   "keda": [{"value": 2.0, "spec": "keda:threshold=2", "error": "x"}]},
+         "default": {"hpa": point("hpa:target=0.5", 5.0, 0.9), "keda": point("keda", 9.0, 0.8)},
+         "static": {"probes": [{"replicas": 4, **point("static:replicas=4", 4.0, 0.95)}]},
+         "floors": {"hpa": {"probes": [{"min_replicas": 3, **point("hpa:target=0.5", 6.0,
+                                                                   0.99)}], "found": None},
+                    "ppo": {"probes": [{"min_replicas": 2, **point("ppo", 3.0, 0.99)}],
+                            "found": None}},
+         "results": {"ppo": point("ppo", 3.0, 0.9)}}
+    kinds = sorted((p["kind"], p["spec"]) for p in bench.reactive_points(w, FEAS))
+    assert kinds == [("hpa", "hpa:target=0.5"), ("hpa+floor", "hpa:target=0.5"),
+                     ("keda", "keda"), ("static", "static:replicas=4")]
+
+
+def servegen_folder(root: Path) -> Path:
+    """Two clients, six 10-minute windows, one of them idle (a service gap)."""
+    folder = root / "language" / "m-tiny"
+    folder.mkdir(parents=True)
+    for client, rate in ((0, 3.0), (1, 1.5)):
+        lines = [f"{i * 600},{0 if i == 2 else rate},1.5,{'' if i == 2 else 'Gamma'},"
+                 f"{0 if i == 2 else 0.45},{0 if i == 2 else 0.1}" for i in range(6)]
+        (folder / f"chunk-{client}-trace.csv").write_text("\n".join(lines) + "\n")
+    (folder / "chunk-0-dataset.json").write_text(json.dumps(
+        {"0": {"input_tokens": "{200: 0.5, 900: 0.5}", "output_tokens": "{40: 1.0}"}}))
+    return folder
+
+
+def test_a_servegen_week_and_an_unbuildable_workload(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A ServeGen folder is a column like any other; a workload that cannot be built is
+    reported as not run and the others still run; the frontier is drawn next to the JSON."""
+    out = tmp_path / "autoscale.json"
+    spec = f"servegen:{servegen_folder(tmp_path)}:start=10m,rate=2"
+    assert bench.main(["--workload", spec, "--workload", str(tmp_path / "absent.csv"),
+                       "--hpa-targets", "0.5,0.9", "--keda-thresholds", "2",
+                       "--floor-search", "hpa", "--max-replicas", "8", "--jobs", "1",
+                       "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["workloads"]) == [spec]
+    assert "no such file" in report["not_run"][str(tmp_path / "absent.csv")]
+    w = report["workloads"][spec]
+    assert w["workload"]["duration_s"] == 3000.0
+    assert w["workload"]["servegen"]["windows_without_traffic"] == 1
+    assert w["workload"]["servegen"]["clients_without_dataset"] == 1
+    assert set(w["frontier"]["policies"]) >= {"predictive", "ppo", "oracle"}
+    assert all(p["position"] in ("beyond", "behind") for p in w["frontier"]["policies"].values())
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    printed = capsys.readouterr().out
+    assert "not run:" in printed and "Against the cost-vs-SLO frontier" in printed
+
+
+def test_nothing_to_run_is_an_input_error(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--workload", str(tmp_path / "absent.csv")]) == 2
+    assert "no workload could be built" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def recommend(
         help="The daemon's YAML config: read each target's history from its Prometheus.")]
     = None,
     workload: Annotated[str | None, typer.Option(
-        help="A request trace or rate-series CSV (or synthetic:NAME) instead of Prometheus.")]
+        help="A request trace or rate-series CSV (or synthetic:NAME, servegen:DIR) instead "
+             "of Prometheus.")]
     = None,
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="Also write the figures as JSON here.")] = None,
@@ -60,6 +61,12 @@ def recommend(
         help="Refits of the forecaster over the whole replay, at most (fits are slow).")] = 6,
     seed: Annotated[int, typer.Option(help="Seed for rebuilt arrivals and rate scaling.")]
     = 0,
+    jobs: Annotated[int | None, typer.Option(
+        help="With --config: targets replayed at once in local processes.",
+        show_default="one per CPU")] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="With --config: replay the targets on a Ray cluster instead (auto, HOST:PORT "
+             "or ray://HOST:PORT; pip install 'aiops-autoscaler[ray]').")] = None,
 ) -> None:
     """Replay recent traffic under aiops, the HPA and KEDA; write what aiops would have done."""
     import time
@@ -75,7 +82,8 @@ def recommend(
         report = _build(console, config=config, workload=workload, since=since,
                         rate_scale=rate_scale, profile=profile, policy=policy,
                         forecast_model=forecast_model, interval=interval,
-                        max_replicas=max_replicas, max_refits=max_refits, seed=seed)
+                        max_replicas=max_replicas, max_refits=max_refits, seed=seed,
+                        jobs=jobs, ray=ray)
         sizes = write(report, output, json_out)
     except InputError as err:
         fail_input(err)
@@ -93,7 +101,8 @@ def recommend(
 def _build(console: Console, *, config: Path | None, workload: str | None, since: str,
            rate_scale: float, profile: str | None, policy: str | None,
            forecast_model: str | None, interval: float | None, max_replicas: int,
-           max_refits: int, seed: int) -> Report:
+           max_refits: int, seed: int, jobs: int | None = None,
+           ray: str | None = None) -> Report:
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from aiops.errors import InputError
@@ -119,6 +128,9 @@ def _build(console: Console, *, config: Path | None, workload: str | None, since
             progress.update(tasks[key], completed=done)
 
         if workload is not None:
+            if jobs is not None or ray is not None:
+                raise InputError("--jobs and --ray spread the targets of a --config; a "
+                                 "--workload is one replay")
             return _from_trace(workload, rate_scale=rate_scale, profile=profile, policy=policy,
                                forecast_model=forecast_model, interval=interval,
                                max_replicas=max_replicas, max_refits=max_refits, seed=seed,
@@ -130,7 +142,7 @@ def _build(console: Console, *, config: Path | None, workload: str | None, since
         return _from_prometheus(config, since=since, rate_scale=rate_scale, policy=policy,
                                 forecast_model=forecast_model, interval=interval,
                                 max_refits=max_refits, seed=seed, progress=on_progress,
-                                progress_bar=progress)
+                                progress_bar=progress, jobs=jobs, ray=ray)
 
 
 def _from_trace(workload: str, *, rate_scale: float, profile: str | None, policy: str | None,
@@ -150,7 +162,8 @@ def _from_trace(workload: str, *, rate_scale: float, profile: str | None, policy
 
 def _from_prometheus(config: Path, *, since: str, rate_scale: float, policy: str | None,
                      forecast_model: str | None, interval: float | None, max_refits: int,
-                     seed: int, progress: ProgressFn, progress_bar: Progress) -> Report:
+                     seed: int, progress: ProgressFn, progress_bar: Progress,
+                     jobs: int | None = None, ray: str | None = None) -> Report:
     from aiops.clock import WallClock
     from aiops.config import load_config
     from aiops.ingest.prometheus import PrometheusSource
@@ -163,6 +176,13 @@ def _from_prometheus(config: Path, *, since: str, rate_scale: float, policy: str
     if policy is not None:
         PolicySpec.parse(policy)  # a malformed override is the user's input: fail now
     clock = WallClock()
+    if len(cfg.targets) > 1 or ray is not None:  # one job per target, on a pool or Ray
+        from aiops.sweep import recommend_targets
+
+        return recommend_targets(cfg, since_s=since_s, now=clock.now(), processes=jobs,
+                                 ray=ray, progress=progress_bar, rate_scale=rate_scale,
+                                 policy=policy, forecast_model=forecast_model,
+                                 interval_s=interval, seed=seed, max_refits=max_refits)
     source = PrometheusSource(cfg.prometheus, clock, rate_window_s=cfg.prometheus.rate_window_s)
     overall = progress_bar.add_task("targets", total=len(cfg.targets))
 

@@ -19,7 +19,7 @@ from aiops.errors import PermanentError
 from aiops.sim.cluster import ClusterSim, SloSpec
 from aiops.sim.profiles import load_profile
 from aiops.sim.runner import initial_replicas, planning_context
-from aiops.sim.workloads import Workload, resolve_workload
+from aiops.sim.workloads import Workload, materialise, resolve_stream
 from aiops.types import Decision, FloatArray, Snapshot
 
 
@@ -34,9 +34,7 @@ class SimBackend:
         self.annotations: dict[str, dict[str, str]] = {}
         self._rates: dict[str, list[tuple[float, float]]] = {}
         for i, t in enumerate(config.targets):
-            w = (workloads or {}).get(t.name) or resolve_workload(
-                config.sim.workload, rate_scale=config.sim.rate_scale, seed=config.sim.seed + i,
-                duration=duration)
+            w = (workloads or {}).get(t.name) or self._workload(config, i, duration)
             profile = load_profile(t.profile)
             batch = profile.default_batch_size
             if batch not in t.batch_sizes:
@@ -53,6 +51,15 @@ class SimBackend:
                                            batch_size=batch, slo=slo)
             self.annotations[t.name] = {}
             self._rates[t.name] = []
+
+    @staticmethod
+    def _workload(config: Config, index: int, duration: float | None) -> Workload:
+        """Target ``index``'s requests: ``sim.workload`` seeded per target, cut to the run.
+        ClusterSim holds every request in memory, so the run's span is drawn in full (a
+        ServeGen folder is read once and replayed per target from its own seed)."""
+        stream = resolve_stream(config.sim.workload, rate_scale=config.sim.rate_scale,
+                                seed=config.sim.seed + index, duration=duration)
+        return materialise(stream)
 
     def _sim(self, target: TargetConfig) -> ClusterSim:
         try:

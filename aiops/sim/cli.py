@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
 
 def simulate(
     workload: Annotated[str, typer.Option(
-        help="A request trace or rate-series CSV, or synthetic:NAME.")] = DEFAULT_WORKLOAD,
+        help="A request trace or rate-series CSV, synthetic:NAME, or servegen:DIR"
+             "[:start=D][:end=D] (a ServeGen model folder).")] = DEFAULT_WORKLOAD,
     policy: Annotated[list[str] | None, typer.Option(
         help="NAME or NAME:key=value,... (repeatable). Default: every baseline.")] = None,
     profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]

@@ -2,13 +2,17 @@
 
 A :class:`Workload` is the one input the simulated cluster needs: when each request arrives
 (seconds from the workload start) and how many prompt and output tokens it has. It comes
-from one of three places, all reached through :func:`resolve_workload`:
+from one of four places, all reached through :func:`resolve_stream` (any length, as a
+:class:`~aiops.sim.stream.RequestStream` read window by window) or :func:`resolve_workload`
+(every request in memory, refused above :data:`MAX_REQUESTS`):
 
 * a **request trace** CSV, replayed request by request (the Azure LLM inference trace);
 * a **rate series** CSV read as requests/s per interval, turned into Poisson arrivals with
   token lengths drawn from a :class:`TokenDistribution` (NAB series, any load shape);
 * a **synthetic generator** from :data:`SYNTHETIC`, each a small frozen dataclass of
-  documented parameters that builds a per-second rate curve.
+  documented parameters that builds a per-second rate curve;
+* a **ServeGen model folder**, ``servegen:DIR[:start=D][:end=D]``: days of production
+  traffic rebuilt per client and 10-minute window (:mod:`aiops.sim.servegen`).
 
 Two transformations change a workload's speed and weight: :func:`time_scale` compresses
 or stretches time (same requests, so the rate changes inversely) and :func:`rate_scale`
@@ -27,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +46,9 @@ from aiops.ingest.traces import (
 )
 from aiops.types import FloatArray, IntArray
 
+if TYPE_CHECKING:
+    from aiops.sim.stream import RequestStream
+
 MAX_REQUESTS = 20_000_000
 """Refuse to build workloads bigger than this: 20M requests is ~500 MB of arrays and hours
 of simulation; a bigger number almost always means a forgotten --rate-scale."""
@@ -50,6 +57,11 @@ MAX_SYNTHETIC_SECONDS = 10_000_000
 """Longest synthetic span (~116 days): the per-second rate curve alone is 80 MB there."""
 
 SYNTHETIC_PREFIX = "synthetic:"
+SERVEGEN_PREFIX = "servegen:"  # aiops.sim.servegen's, kept here so no import is needed
+
+SUMMARY_META_KEYS = ("servegen",)
+"""Provenance in ``meta`` that :meth:`Workload.summary` repeats: for a ServeGen range, how
+many clients' token lengths were filled in from the pooled distribution, and the like."""
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)
 
@@ -172,17 +184,10 @@ class Workload:
         The last bin may be shorter than ``bin_s``; it is divided by its own width so every
         entry is a true rate (an arrival exactly at ``duration`` counts in the last bin).
         """
-        if not (math.isfinite(bin_s) and bin_s > 0):
-            raise ValueError(f"bin_s must be finite and > 0, got {bin_s}")
-        if self.duration <= 0:
+        widths = rate_bins(self.duration, bin_s)
+        n_bins = len(widths)
+        if n_bins == 0:
             return np.zeros(0, dtype=np.float64)
-        n_bins = max(1, math.ceil(self.duration / bin_s))
-        edges = np.minimum(np.arange(n_bins + 1, dtype=np.float64) * bin_s, self.duration)
-        widths = np.diff(edges)
-        if n_bins > 1 and widths[-1] < 1e-9 * bin_s:  # float residue of duration / bin_s
-            n_bins -= 1
-            widths = widths[:-1]
-            widths[-1] += float(edges[-1] - edges[-2])
         index = np.minimum((self.arrivals // bin_s).astype(np.int64), n_bins - 1)
         counts = np.bincount(index, minlength=n_bins).astype(np.float64)
         rates: FloatArray = counts / widths
@@ -233,7 +238,25 @@ class Workload:
             "peak_bin_s": PEAK_BIN_S,
             "mean_context_tokens": float(self.context_tokens.mean()) if n else None,
             "mean_generated_tokens": float(self.generated_tokens.mean()) if n else None,
+            **{k: self.meta[k] for k in SUMMARY_META_KEYS if k in self.meta},
         }
+
+
+def rate_bins(duration: float, bin_s: float) -> FloatArray:
+    """Widths of the bins :meth:`Workload.rate` counts in over ``[0, duration)``: ``bin_s``
+    each, the last one shorter (a residue of float division is merged into the one before).
+    Empty for an empty span."""
+    if not (math.isfinite(bin_s) and bin_s > 0):
+        raise ValueError(f"bin_s must be finite and > 0, got {bin_s}")
+    if duration <= 0:
+        return np.zeros(0, dtype=np.float64)
+    n_bins = max(1, math.ceil(duration / bin_s))
+    edges = np.minimum(np.arange(n_bins + 1, dtype=np.float64) * bin_s, duration)
+    widths: FloatArray = np.diff(edges)
+    if n_bins > 1 and widths[-1] < 1e-9 * bin_s:  # float residue of duration / bin_s
+        widths = widths[:-1]
+        widths[-1] += float(edges[-1] - edges[-2])
+    return widths
 
 
 def _frozen_copy(values: object, dtype: type[_Scalar]) -> npt.NDArray[_Scalar]:
@@ -734,7 +757,10 @@ def resolve_workload(
 ) -> Workload:
     """Build the workload a ``--workload`` argument names.
 
-    ``spec`` is ``synthetic:NAME`` or a CSV path (kind told by its header). Order of work:
+    ``spec`` is ``synthetic:NAME``, ``servegen:DIR[...]`` or a CSV path (kind told by its
+    header). A ServeGen range is drawn in full (:func:`materialise`): give it a
+    ``duration``, a time range or a rate scale that fits in memory, or use
+    :func:`resolve_stream`. Order of work for the others:
     load or generate, time-scale, cut to ``duration``, then rate-scale — cutting before
     resampling keeps a heavy rate scale of a long trace cheap. A synthetic workload is
     generated just long enough for ``duration``, so ``--duration`` may also extend it.
@@ -750,6 +776,9 @@ def resolve_workload(
         _check_duration(duration)
 
     w: Workload
+    if spec.startswith(SERVEGEN_PREFIX):
+        return materialise(resolve_stream(spec, rate_scale=rate_scale, time_scale=time_scale,
+                                          seed=seed, duration=duration))
     if spec.startswith(SYNTHETIC_PREFIX):
         name = spec[len(SYNTHETIC_PREFIX) :]
         raw = None if duration is None else duration / time_scale
@@ -758,8 +787,8 @@ def resolve_workload(
         path = Path(spec)
         if not path.exists():
             raise InputError(
-                "no such file; give a CSV path or synthetic:NAME with NAME one of "
-                + ", ".join(sorted(SYNTHETIC)),
+                "no such file; give a CSV path, servegen:DIR or synthetic:NAME with NAME one "
+                "of " + ", ".join(sorted(SYNTHETIC)),
                 path=spec,
             )
         if sniff_csv_kind(path) == "rate_series":
@@ -775,6 +804,59 @@ def resolve_workload(
     if duration is not None and duration < w.duration:
         w = w.window(0.0, duration)
     return _apply_rate_scale(w, rate_scale, _child_seed(seed, 1))
+
+
+def resolve_stream(
+    spec: str,
+    *,
+    rate_scale: float = 1.0,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    duration: float | None = None,
+    tokens: TokenDistribution | None = None,
+) -> RequestStream:
+    """The workload a ``--workload`` argument names, as a stream read window by window.
+
+    A ServeGen folder becomes a :class:`~aiops.sim.servegen.ServeGenStream` that makes its
+    requests window by window, so any length and rate scale can be replayed (every file is
+    read and checked here, before anything is replayed). Every other kind is built in
+    memory by :func:`resolve_workload` (with its size limit) and wrapped. Arguments as
+    there; ``tokens`` does not apply to ServeGen, which brings its own distributions."""
+    from aiops.sim.stream import as_stream
+
+    if not spec.startswith(SERVEGEN_PREFIX):
+        return as_stream(resolve_workload(spec, rate_scale=rate_scale, time_scale=time_scale,
+                                          seed=seed, duration=duration, tokens=tokens))
+    from aiops.sim.servegen import servegen_stream
+
+    _check_factor("rate_scale", rate_scale)
+    _check_factor("time_scale", time_scale)
+    _check_seed(seed)
+    if duration is not None:
+        _check_duration(duration)
+    return servegen_stream(spec, seed=int(seed), rate_scale=float(rate_scale),
+                           time_scale=float(time_scale), duration=duration)
+
+
+def materialise(stream: RequestStream) -> Workload:
+    """Every request of ``stream`` in memory, for callers that need arrays (the simulator
+    until it reads streams, the oracle's plan, reports). Refused with an InputError when the
+    stream holds more than :data:`MAX_REQUESTS` requests: cut it shorter or lighter."""
+    from aiops.sim.stream import WorkloadStream
+
+    if isinstance(stream, WorkloadStream):
+        return stream.workload
+    requests = stream.summary().get("requests")
+    _check_size(
+        float(requests) if isinstance(requests, int | float) else 0.0,
+        f"{stream.meta.get('source', stream.name)} over {stream.duration:,.0f} s at rate scale "
+        f"{_meta_float(stream.meta, 'rate_scale', 1.0):g}",
+        "an in-memory replay holds every request: cut it with --duration or a time range "
+        "(servegen:DIR:start=2d:end=3d), or lower --rate-scale",
+    )
+    return stream.window(0.0, stream.duration) if stream.duration > 0 else Workload(
+        stream.name, np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), 0.0,
+        dict(stream.meta))
 
 
 def _child_seed(seed: int, stream: int) -> int:

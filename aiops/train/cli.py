@@ -27,12 +27,22 @@ def train(
     output: Annotated[Path, typer.Option(help="Directory for model.zip and meta.json, "
                                                "e.g. policies/NAME.")],
     workload: Annotated[list[str] | None, typer.Option(
-        help="Training workload: a request trace or rate-series CSV, or synthetic:NAME "
-             "(repeatable). Default: every synthetic generator.")] = None,
+        help="Training workload: a request trace or rate-series CSV, synthetic:NAME or "
+             "servegen:DIR (repeatable). Default: every synthetic generator.")] = None,
     eval_workload: Annotated[list[str] | None, typer.Option(
         help="Evaluation workload, SPEC or SPEC@RATE_SCALE (repeatable); never one of the "
              "training files. Default: held-out synthetic realisations.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of everything random in training.")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of everything random in training.", show_default="0")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Train once per seed instead (0-3, or 1,4,7), each into OUTPUT/seed-N, and copy "
+             "the best by the held-out rule (--select, --slo-target) to OUTPUT.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        help="With --seeds: seeds trained at once in local processes.",
+        show_default="one per CPU")] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="With --seeds: train on a Ray cluster instead (auto, HOST:PORT or "
+             "ray://HOST:PORT; pip install 'aiops-autoscaler[ray]').")] = None,
     profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]
     = "llama3-8b-a100",
     rate_scale: Annotated[str, typer.Option(
@@ -89,10 +99,11 @@ def train(
         fail_input(InputError(f"--net-arch {net_arch!r} is not a list of integers"))
         return
     try:
+        seed_list = _seed_list(seed, seeds, jobs, ray)
         cfg = TrainConfig(
             workloads=tuple(workload or DEFAULT_TRAIN),
             eval_workloads=tuple(eval_workload or DEFAULT_EVAL),
-            timesteps=timesteps, output=output, seed=seed, profile=profile,
+            timesteps=timesteps, output=output, seed=seed_list[0], profile=profile,
             mix=MixConfig(rate_scale=parse_range(rate_scale, "--rate-scale"),
                           time_stretch=parse_range(time_stretch, "--time-stretch")),
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
@@ -102,6 +113,9 @@ def train(
             train_shield=train_shield, selection=select,
             hyper=PpoHyper(ent_coef=ent_coef),
         )
+        if seeds is not None:
+            _train_seeds(console, cfg, seed_list, jobs=jobs, ray=ray)
+            return
         with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[sps]} steps/s"),
                       TextColumn("best ${task.fields[best]}"),
@@ -129,6 +143,56 @@ def train(
                            "timesteps": report.meta["training"]["timesteps"],
                            "steps_per_s": round(report.steps_per_s, 1),
                            "wall_s": round(report.wall_s, 1)}))
+
+
+def _seed_list(seed: int | None, seeds: str | None, jobs: int | None,
+               ray: str | None) -> list[int]:
+    from aiops.errors import InputError
+    from aiops.sweep import parse_seeds
+
+    if seeds is None:
+        if jobs is not None or ray is not None:
+            raise InputError("--jobs and --ray spread the runs of --seeds; give --seeds")
+        return [0 if seed is None else seed]
+    if seed is not None:
+        raise InputError("give --seed N for one run or --seeds 0-3 for several, not both")
+    return parse_seeds(seeds)
+
+
+def _train_seeds(console: Any, cfg: Any, seeds: list[int], *, jobs: int | None,
+                 ray: str | None) -> None:
+    """``--seeds``: one training per seed as a sweep (:func:`aiops.sweep.train_seeds`)."""
+    from rich.table import Table
+
+    from aiops.sweep import train_seeds
+
+    sweep = train_seeds(cfg, seeds, processes=jobs, ray=ray)
+    _print_table(console, sweep.metas[sweep.kept])
+    rule = "--slo-target" if cfg.reward.slo_target is not None else f"--select {cfg.selection}"
+    table = Table(title=f"seeds (kept: the lowest held-out key by {rule})")
+    for col in ("seed", "kept step", "held-out score", "kept"):
+        table.add_column(col, justify="right")
+    for s in seeds:
+        if s in sweep.failed:
+            table.add_row(str(s), "", "failed: " + sweep.failed[s].splitlines()[0][:60], "")
+            continue
+        step = sweep.metas[s]["training"]["best_checkpoint_timesteps"]
+        table.add_row(str(s), f"{step:,}", _key_text(sweep.keys[s], cfg),
+                      "✓" if s == sweep.kept else "")
+    console.print(table)
+    console.print(f"wrote {cfg.output}/seed-N for each seed and copied seed {sweep.kept} to "
+                  f"{cfg.output} (seeds.json says why)")
+    typer.echo(json.dumps({"output": str(cfg.output), "kept_seed": sweep.kept,
+                           "sha256": sweep.metas[sweep.kept]["sha256"],
+                           "failed_seeds": sorted(sweep.failed)}))
+
+
+def _key_text(key: tuple[float, float, float], cfg: Any) -> str:
+    """A seed's held-out key (aiops.train.ppo.selection_key) in words."""
+    if cfg.reward.slo_target is not None:
+        return (f"reaches it, {key[1]:.2f} GPU-h" if key[0] == 0
+                else f"short by {key[1]:.4f}, {key[2]:.2f} GPU-h")
+    return f"{key[1]:.3f}x the reference" if cfg.selection == "relative" else f"${key[1]:.2f}"
 
 
 def _print_table(console: Any, meta: dict[str, Any]) -> None:

@@ -19,9 +19,11 @@ from the environment's seeded generator, so a training run is reproducible):
 * **token mix** (synthetic and rate series) — chat, code completion or RAG-like prompt and
   answer lengths, which change what one replica can carry (long prompts are prefill-bound).
 
-Sources are ``synthetic:NAME`` generators, request traces (replayed, their own tokens) and
+Sources are ``synthetic:NAME`` generators, request traces (replayed, their own tokens),
 rate series (normalised to ``series_mean_rps`` before rate scaling, since their units —
-taxi rides, bytes, CPU % — say nothing about requests/s).
+taxi rides, bytes, CPU % — say nothing about requests/s) and ServeGen folders
+(``servegen:DIR``: a random window, normalised like a rate series, each client with its own
+inter-arrival law and token lengths; see :func:`aiops.sim.servegen.servegen_episode`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from aiops.errors import InputError
 from aiops.ingest.traces import RateSeries, load_rate_series, sniff_csv_kind
+from aiops.sim.servegen import ServeGenStream, is_servegen, servegen_episode, servegen_stream
 from aiops.sim.workloads import (
     SYNTHETIC,
     SYNTHETIC_PREFIX,
@@ -102,6 +105,7 @@ class _Source:
     generator: SyntheticGenerator | None = None
     trace: Workload | None = None
     series: RateSeries | None = None
+    servegen: ServeGenStream | None = None
 
 
 @dataclass
@@ -125,6 +129,9 @@ class WorkloadMix:
         level = _log_uniform(rng, cfg.rate_scale)
         if src.trace is not None:
             return self._from_trace(src.trace, rng, stretch, level)
+        if src.servegen is not None:
+            return servegen_episode(src.servegen, rng, episode_s=cfg.episode_s,
+                                    stretch=stretch, mean_rps=level * cfg.series_mean_rps)
         if src.generator is not None:
             gen = src.generator
             raw_s = math.ceil(max(gen.duration, cfg.episode_s / stretch))
@@ -174,6 +181,8 @@ class WorkloadMix:
 
 
 def _load_source(spec: str) -> _Source:
+    if is_servegen(spec):
+        return _Source(spec, servegen=servegen_stream(spec))
     if spec.startswith(SYNTHETIC_PREFIX):
         name = spec[len(SYNTHETIC_PREFIX):]
         gen = SYNTHETIC.get(name)
