@@ -56,6 +56,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int = 0  # 0 until the answer is sent
+    received: float = field(default_factory=time.monotonic)  # when it arrived
     user: str = ""  # who the bearer token authenticated
     allowed_by: Grant | None = None  # the RBAC rule that allowed it
     authz: AuthzRequest | None = None  # its authorisation attributes
