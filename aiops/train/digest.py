@@ -52,6 +52,7 @@ or the evaluation recorded beside it."""
 NOT_INPUTS: tuple[str, ...] = (
     "sim/cli.py",  # ``aiops simulate``: parsing and printing only
     "sim/backend.py",  # the daemon's simulated cluster, not used in training
+    "sim/exporter.py",  # the live fleet's /metrics, not used in training
     "train/digest.py",  # this file: how the digest is taken, not what is trained
 )
 

@@ -54,6 +54,7 @@ from aiops.sim.cluster import SloSpec
 from aiops.sim.env import AutoscaleEnv
 from aiops.sim.profiles import DEFAULT_PROFILE, Profile, load_profile
 from aiops.sim.workloads import SYNTHETIC_PREFIX
+from aiops.train.digest import training_inputs
 from aiops.train.evaluate import (
     BASELINES,
     EvalSetup,
@@ -63,7 +64,6 @@ from aiops.train.evaluate import (
     result_row,
     run_on,
 )
-from aiops.train.digest import training_inputs
 from aiops.train.mix import MixConfig, WorkloadMix
 
 LOG_RATE_INDEX = FEATURE_NAMES.index("log_arrival_rate")
