@@ -36,13 +36,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Changes to the shipped target, all so that a fault could show within minutes:
 # * a ceiling of 8 replicas (the shipped 4 leaves no room for a second scale-up);
 # * the HPA inside ``predictive`` evaluates at every 2-s tick (as it does at the shipped
-#   15-s tick) and scales down after 20 s: with its default 300 s, a daemon that read a dead
-#   Prometheus as "no load" would not scale down before the outage ends, and the check that
-#   the fleet is held could not fail.
-HPA_DOWN_WINDOW_S = 20.0
+#   15-s tick), and it and the guardrails scale down after 10 s: with their 300 s, a daemon
+#   that read a dead Prometheus as "no load" would not scale down before the outage ends,
+#   and the check that the fleet is held could not fail.
+HPA_DOWN_WINDOW_S = 10.0
 _TICK_S = LiveSettings().interval_s
-SETTINGS = LiveSettings(schedule=(Phase(0.0, 6.0), Phase(30.0, 30.0), Phase(75.0, 90.0)),
-                        max_replicas=8, policy=tick_synced_policy(_TICK_S, HPA_DOWN_WINDOW_S))
+SETTINGS = LiveSettings(schedule=(Phase(0.0, 6.0), Phase(20.0, 30.0), Phase(45.0, 90.0)),
+                        max_replicas=8, scale_down_stabilization_s=10.0,
+                        policy=tick_synced_policy(_TICK_S, HPA_DOWN_WINDOW_S))
 
 
 def scale_up_bound(loop: LiveLoop) -> float:
