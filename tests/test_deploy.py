@@ -39,6 +39,7 @@ from fakes.kustomize import (
     overlay,
     render,
 )
+from fakes.sources import Overloaded
 from fakes.tools import find
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
@@ -51,7 +52,6 @@ from aiops.clock import SimClock
 from aiops.config import Config, parse_config
 from aiops.ingest import queries
 from aiops.ingest.queries import validate_overrides
-from aiops.types import Snapshot
 
 OVERLAYS = ("dry-run", "enforce")
 RULES_FILE = DEPLOY / "prometheus" / "aiops-rules.yaml"
@@ -267,21 +267,6 @@ def effective_config(objs: list[dict[str, Any]]) -> Config:
     """The ConfigMap's config with the Deployment's AIOPS_* variables, as the daemon sees it."""
     cfg, env = daemon_config(objs)
     return parse_config(yaml.safe_dump(cfg), source="configmap aiops-config", environ=env)
-
-
-class Overloaded:
-    """A metric source on which the target is always overloaded: the daemon wants more."""
-
-    def snapshot(self, target: Any, at: float) -> Snapshot:
-        return Snapshot(time=at, replicas=1, ready_replicas=1, batch_size=64,
-                        requests_running=64.0, requests_waiting=300.0, kv_cache_usage=0.95,
-                        arrival_rate=60.0, prompt_tokens_rate=36_000.0,
-                        generation_tokens_rate=9_000.0)
-
-    def load_history(self, target: Any, start: float, end: float, step: float) -> Any:
-        import numpy as np
-
-        return np.zeros(0), np.zeros(0)
 
 
 def run_shipped_daemon(objs: list[dict[str, Any]], server: FakeApiServer, tmp_path: Path,

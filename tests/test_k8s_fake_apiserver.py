@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import kubernetes.client
 import pytest
@@ -290,6 +289,25 @@ def test_the_status_writer_moves_the_version_right_after_a_spec_change(
     assert writer.writes == 2  # a no-op is no spec change: the controller has nothing to do
 
 
+def test_a_status_writer_after_every_read_makes_every_precondition_stale(
+        server: FakeApiServer) -> None:
+    apps = kubernetes.client.AppsV1Api(server.api_client())
+    writer = server.status_writer("ml", "llama", after_spec_change=0, after_read=True)
+    for _ in range(3):
+        read = apps.read_namespaced_deployment_scale("llama", "ml")
+        with pytest.raises(ApiException) as err:
+            apps.patch_namespaced_deployment_scale("llama", "ml", body={
+                "metadata": {"resourceVersion": read.metadata.resource_version},
+                "spec": {"replicas": 5}})
+        assert err.value.status == 409
+    writer.stop()
+    read = apps.read_namespaced_deployment_scale("llama", "ml")
+    apps.patch_namespaced_deployment_scale("llama", "ml", body={
+        "metadata": {"resourceVersion": read.metadata.resource_version},
+        "spec": {"replicas": 5}})
+    assert writer.writes == 3 and server.deployment("ml", "llama")["spec"]["replicas"] == 5
+
+
 def test_a_periodic_status_writer_makes_a_409_storm(server: FakeApiServer) -> None:
     writer = server.status_writer("ml", "llama", after_spec_change=0, every_s=0.01)
     seen = {rv(server)}
@@ -328,7 +346,7 @@ def test_webhooks_see_dry_run_writes_with_their_own_message_and_code(
     assert err.value.status == 400
 
 
-def test_a_held_answer_waits_for_the_test(server: FakeApiServer, tmp_path: Path) -> None:
+def test_a_held_answer_waits_for_the_test(server: FakeApiServer) -> None:
     release = threading.Event()
     server.inject(Fault(hold=release, method="GET"))
     apps = kubernetes.client.AppsV1Api(server.api_client())

@@ -232,12 +232,14 @@ class StatusWriter:
     name: str
     after_spec_change: int = 1
     every_s: float | None = None
+    after_read: bool = False  # a write right after every read: each precondition is stale
     writes: int = 0
     _thread: threading.Thread | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def stop(self) -> None:
         self._stop.set()
+        self.after_spec_change, self.after_read = 0, False
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -652,11 +654,13 @@ class FakeApiServer:
             obj["metadata"]["resourceVersion"] = self._next_rv()
 
     def status_writer(self, namespace: str, name: str, *, after_spec_change: int = 1,
-                      every_s: float | None = None) -> StatusWriter:
+                      every_s: float | None = None, after_read: bool = False) -> StatusWriter:
         """Play the Deployment controller on one Deployment: ``after_spec_change`` status
         writes land right after every persisted spec change (before the next request is
-        served), and with ``every_s`` one more on that period from a thread of its own."""
-        writer = StatusWriter(namespace, name, after_spec_change, every_s)
+        served); with ``every_s`` one more on that period from a thread of its own (a storm
+        whose conflicts depend on timing); with ``after_read`` one right after every read
+        of it (a storm in which every precondition is stale, whatever the timing)."""
+        writer = StatusWriter(namespace, name, after_spec_change, every_s, after_read)
         with self._lock:
             self.status_writers.append(writer)
         if every_s is not None:
@@ -904,10 +908,17 @@ class FakeApiServer:
         if wanted not in (None, "") and str(wanted) != old["metadata"]["resourceVersion"]:
             raise self._conflict(route)
 
+    def _after_read(self, route: _Route) -> None:
+        for writer in self.status_writers:
+            if writer.after_read and (writer.namespace, writer.name) == (route.ns, route.name):
+                self._controller_writes(writer, 1)
+
     def _deployment(self, req: RecordedRequest, route: _Route) -> tuple[int, JSON]:
         old = self._get(route, "deployments")
         if req.method == "GET":
-            return 200, copy.deepcopy(old)
+            answer = copy.deepcopy(old)
+            self._after_read(route)
+            return 200, answer
         if req.method == "PATCH":
             new = apply_patch(old, req.content_type, req.body)
         elif req.method == "PUT":
@@ -937,6 +948,7 @@ class FakeApiServer:
         dep = self._get(route, "deployments")
         scale = self._scale_of(dep)
         if req.method == "GET":
+            self._after_read(route)
             return 200, scale
         if req.method == "PATCH":
             new_scale = apply_patch(scale, req.content_type, req.body)
