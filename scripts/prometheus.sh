@@ -12,6 +12,8 @@
 # node-exporter and friends. The tests never use the packaged service (on hosts with systemd
 # it listens on :9090); each test session starts its own server on a free loopback port.
 set -euo pipefail
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/apt.sh"
 
 have() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 
@@ -23,19 +25,7 @@ versions() {
 case "${1:-install}" in
   install)
     if ! have; then
-      sudo=""
-      if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-          echo "prometheus.sh: need root (or sudo) to apt-get install prometheus" >&2; exit 1
-        fi
-      fi
-      if ! command -v apt-get >/dev/null 2>&1; then
-        echo "prometheus.sh: no apt-get; install Prometheus >= 2.24 (with promtool) by hand" >&2
-        exit 1
-      fi
-      $sudo apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        prometheus >/dev/null
+      apt_install prometheus.sh prometheus
     fi
     versions
     ;;

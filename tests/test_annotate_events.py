@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes.apiserver import TIME, FakeApiServer
+from fakes.kustomize import TARGET_DEPLOYMENT, TARGET_NS
 
 from aiops.annotate.base import (
     REASON_FALLBACK,
@@ -20,7 +20,7 @@ from aiops.annotate.events import EventAnnotator, KubernetesEventAnnotator, k8s_
 from aiops.config import KubernetesConfig, TargetConfig
 from aiops.types import Clamp, Decision, Recommendation
 
-NS, NAME = "ml", "llama"
+NS, NAME = TARGET_NS, TARGET_DEPLOYMENT  # what the shipped RBAC lets the daemon touch
 T0 = 1_700_000_000.0
 TARGET = TargetConfig(name="llama", namespace=NS, deployment=NAME, policy="predictive")
 
@@ -42,15 +42,15 @@ STALE = Clamp("data_hold", 1, 3, "no sample for 300 s")
 
 @pytest.mark.parametrize(("d", "reason", "etype", "action", "words"), [
     (decision(7, rec=9, clamps=(STEP,)), REASON_SCALED, "Normal", "scale-up",
-     ["Set ml/llama replicas 3→7", "policy predictive recommended 9 replicas (queue growing)",
+     [f"Set {NS}/{NAME} replicas 3→7", "policy predictive recommended 9 replicas (queue growing)",
       "max_step_up 9→7 (at most 4 up per tick)"]),
     (decision(5, dry_run=True), REASON_RECOMMENDATION, "Normal", "scale-up",
-     ["Dry-run: would set ml/llama replicas 3→5"]),
+     [f"Dry-run: would set {NS}/{NAME} replicas 3→5"]),
     (decision(3, rec=1, clamps=(COOLDOWN,), reason="low load"), REASON_GUARDRAIL, "Normal",
-     "hold", ["Held ml/llama at 3 replicas", "recommended 1 replicas (low load)",
+     "hold", [f"Held {NS}/{NAME} at 3 replicas", "recommended 1 replicas (low load)",
               "cooldown 1→3"]),
     (decision(3, rec=1, clamps=(STALE,)), REASON_FALLBACK, "Warning", "hold",
-     ["Fallback on ml/llama: held at 3 replicas", "data_hold 1→3"]),
+     [f"Fallback on {NS}/{NAME}: held at 3 replicas", "data_hold 1→3"]),
     (decision(2, batch=128), REASON_SCALED, "Normal", "scale-down",
      ["replicas 3→2, batch size 64→128"]),
 ])
@@ -75,10 +75,9 @@ def test_explanations_are_bounded() -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as s:
-        s.add_deployment(NS, NAME, replicas=3)
-        yield s
+def server(apiserver: FakeApiServer) -> FakeApiServer:
+    apiserver.add_deployment(NS, NAME, replicas=3)
+    return apiserver
 
 
 def annotator(server: FakeApiServer, **kw: Any) -> KubernetesEventAnnotator:
@@ -135,7 +134,8 @@ def test_distinct_applied_changes_are_distinct_events(server: FakeApiServer) -> 
     ann.annotate(TARGET, decision(5, prev=3))
     ann.annotate(TARGET, decision(7, prev=5, t=T0 + 120))
     assert sorted(e["message"].split(";")[0] for e in server.events(NS)) == [
-        "Set ml/llama replicas 3→5, batch size 64", "Set ml/llama replicas 5→7, batch size 64"]
+        f"Set {NS}/{NAME} replicas 3→5, batch size 64",
+        f"Set {NS}/{NAME} replicas 5→7, batch size 64"]
 
 
 def test_a_fallback_is_a_warning(server: FakeApiServer) -> None:

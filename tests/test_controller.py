@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from aiops.config import Config, TargetConfig, parse_config
 from aiops.controller import Controller
 from aiops.daemon import Daemon
 from aiops.errors import DataQualityError, PermanentError, TransientError
+from aiops.guardrails import GuardrailState
 from aiops.policy import make_policy
 from aiops.policy.base import PolicySpec
 from aiops.sim.backend import SimBackend
@@ -192,14 +194,18 @@ def test_restart_restores_the_guardrail_state_from_annotations() -> None:
                                                                   duration=3600.0)})
     backend.sims["a"].scale(12)
     run_ticks(ctl, clock, 4)
-    assert STATE_ANNOTATION in backend.annotations["a"]
+    saved, problem = GuardrailState.from_json(json.dumps(
+        json.loads(backend.annotations["a"][STATE_ANNOTATION])["guardrails"]))
+    assert problem is None and saved == ctl.runtimes["a"].guard_state
+    assert saved.recommendations and saved.recommendations[0][1] == 12
     # A new controller (the daemon restarted) on the same cluster and annotations.
     tel2 = Telemetry(CollectorRegistry())
     ctl2 = Controller(cfg, backend, backend, clock, tel2)
     out = run_ticks(ctl2, clock, 1)
     assert out[0]["a"] is not None
-    assert ctl2.runtimes["a"].guard_state == ctl.runtimes["a"].guard_state or \
-        ctl2.runtimes["a"].guard_state.recommendations  # history came back from the annotation
+    restored = ctl2.runtimes["a"].guard_state
+    # History came back from the annotation: the window's maximum, from before the restart.
+    assert saved.recommendations[0] in restored.recommendations
     assert out[0]["a"].replicas == 12  # still inside the stabilization window: no flap
 
 
@@ -211,8 +217,10 @@ def test_unusable_ppo_model_falls_back_to_predictive_with_the_reason(tmp_path: A
     cfg = make_config(target_yaml("a", policy=f"ppo:path={bad}"))
     ctl, _, clock, _tel = build(cfg)
     rt = ctl.runtimes["a"]
-    assert rt.policy_name in {"predictive", "hpa"}
-    assert rt.fallback_reason and "ppo" in rt.fallback_reason
+    assert rt.policy_name == "predictive"  # the documented fallback, not its own fallback
+    assert rt.fallback_reason is not None
+    assert rt.fallback_reason.startswith(f"ppo:path={bad}: ")
+    assert "meta.json" in rt.fallback_reason  # the reason names what is wrong with the model
     out = run_ticks(ctl, clock, 3)
     assert all(d["a"] is not None for d in out)
 

@@ -15,6 +15,7 @@ from aiops.config import parse_config
 from aiops.controller import Controller
 from aiops.daemon import Daemon, Health, serve_http
 from aiops.sim.backend import SimBackend
+from aiops.sim.workloads import resolve_workload
 from aiops.telemetry import Telemetry
 
 CONFIG = """
@@ -113,9 +114,24 @@ def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m",
                                    "--log-format", "json"])
     assert res.exit_code == 0, res.output
-    assert "aiops on the simulated cluster" in res.output
-    assert "GPU-hours" in res.output
-    assert "guardrails fired" in res.output
+    assert "aiops on the simulated cluster, 0.17 h simulated (enforce)" in res.output
+    table = [[c.strip() for c in line.strip("│┃ ").split("│" if "│" in line else "┃")]
+             for line in res.output.splitlines() if line.startswith(("│", "┃"))]
+    header, rows = table[0], table[1:]
+    assert header[:4] == ["target", "policy", "GPU-hours", "SLO %"]
+    (row,) = rows
+    got = dict(zip(header, row, strict=True))
+    assert (got["target"], got["policy"]) == ("a", "hpa")
+    # The figures are this run's: every request of the first 10 simulated minutes of the
+    # configured workload, on a fleet that existed for those 10 minutes.
+    cfg = parse_config(CONFIG, environ={})
+    workload = resolve_workload(cfg.sim.workload, rate_scale=cfg.sim.rate_scale,
+                                seed=cfg.sim.seed, duration=600.0)
+    assert int(got["requests"]) == len(workload) > 0
+    gpu_hours = float(got["GPU-hours"])
+    assert 600 / 3600 <= gpu_hours <= int(got["max replicas"]) * 900 / 3600
+    assert 0 < float(got["SLO %"]) <= 100
+    assert int(got["scale-ups"]) + int(got["scale-downs"]) >= 1
 
 
 def test_run_command_rejects_a_bad_config(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes.forecasters import Offset
+from fakes.forecasters import Offset, registered
 from importcheck import heavy_imports
 
 from aiops.errors import DataQualityError, InputError
@@ -342,6 +342,19 @@ def test_quality_floor_beats_naive_on_seasonal_series(name: str) -> None:
 # ------------------------------------------------------------------------------- auto
 
 
+@pytest.fixture
+def offset_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered(monkeypatch, Offset)
+
+
+def test_test_models_are_registered_only_inside_their_tests() -> None:
+    from aiops.forecast.base import available_forecasters
+
+    # every test module is imported by now, those defining test models included
+    assert [n for n in available_forecasters() if "test" in n] == []
+
+
+@pytest.mark.usefixtures("offset_model")
 @pytest.mark.parametrize("make_series", [seasonal, random_walk])
 def test_auto_never_uses_a_model_that_lost(make_series: Any) -> None:
     s = make_series()
@@ -354,6 +367,7 @@ def test_auto_never_uses_a_model_that_lost(make_series: Any) -> None:
         assert m == base or auto.scores_[m] < auto.scores_[base], auto.selection()
 
 
+@pytest.mark.usefixtures("offset_model")
 def test_auto_falls_back_with_reason_when_nothing_wins() -> None:
     s = random_walk()
     auto = AutoForecaster(candidates=["naive", "seasonal_naive", Offset.name], horizon=6,
@@ -438,13 +452,15 @@ def test_cli_backtest_fit_predict(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "p.json").read_text())["forecast"]) == 4
 
 
-@pytest.mark.parametrize("args", [
-    ["backtest", "--input", "/nonexistent.csv"],
-    ["backtest", "--input", "{csv}", "--model", "crystal_ball"],
-    ["backtest", "--input", "{gappy}"],
-    ["predict", "--model-dir", "/nonexistent", "--input", "{csv}"],
+@pytest.mark.parametrize(("args", "says"), [
+    (["backtest", "--input", "/nonexistent.csv"], "error: /nonexistent.csv: no such file"),
+    (["backtest", "--input", "{csv}", "--model", "crystal_ball"],
+     "error: unknown forecaster 'crystal_ball'; known: auto, ets"),
+    (["backtest", "--input", "{gappy}"], "gappy.csv: series 'gappy': gap of 16 steps"),
+    (["predict", "--model-dir", "/nonexistent", "--input", "{csv}"],
+     "error: /nonexistent: not a forecaster artifact: no meta.json"),
 ])
-def test_cli_bad_input_exits_2(args: list[str], tmp_path: Path) -> None:
+def test_cli_bad_input_exits_2(args: list[str], says: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     csv = tmp_path / "ok.csv"
@@ -456,7 +472,8 @@ def test_cli_bad_input_exits_2(args: list[str], tmp_path: Path) -> None:
     argv = ["forecast", *(a.format(csv=csv, gappy=gappy) for a in args)]
     res = CliRunner().invoke(_cli_app(), argv)
     assert res.exit_code == 2, res.output
-    assert "error:" in res.output
+    (line,) = res.output.strip().splitlines()  # one line naming the file or option
+    assert line.startswith("error: ") and says in line, line
 
 
 def test_cli_module_imports_nothing_heavy() -> None:

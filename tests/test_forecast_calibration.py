@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes.forecasters import Offset
+from fakes.forecasters import Offset, registered
 
 from aiops.errors import InputError
 from aiops.forecast import stats
@@ -31,7 +31,6 @@ from aiops.forecast.base import (
     BaseForecaster,
     load_forecaster,
     make_forecaster,
-    register_forecaster,
 )
 from aiops.forecast.series import RegularSeries
 from aiops.types import FloatArray, Forecast
@@ -75,8 +74,10 @@ class WideBand(MeanFixedBand):
     width = 2.0
 
 
-register_forecaster(MeanFixedBand.name, MeanFixedBand)
-register_forecaster(WideBand.name, WideBand)
+@pytest.fixture(autouse=True)
+def _test_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module's tests pick the models above (and Offset) by name."""
+    registered(monkeypatch, MeanFixedBand, WideBand, Offset)
 
 
 def noise(n: int, sd: float | FloatArray, seed: int) -> RegularSeries:

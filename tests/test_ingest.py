@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from fakes.loopback import LoopbackHTTP
+from fakes.loopback import LoopbackHTTP, refusing_port
 
 from aiops.clock import SimClock
 from aiops.config import PrometheusConfig, TargetConfig, parse_config
@@ -49,11 +49,14 @@ KUBE = 'namespace="llm",deployment="vllm-llama"'
 # --------------------------------------------------------------------------- fake server
 @dataclass
 class Canned:
-    """One answer: HTTP status, JSON body (or raw bytes) and a delay before answering."""
+    """One answer: HTTP status, JSON body (or raw bytes); with ``hold``, the answer waits
+    until the test sets the event (30 s at most, so a client that never gives up fails its
+    test instead of hanging it)."""
 
     body: Any = None
     status: int = 200
-    delay: float = 0.0
+    hold: threading.Event | None = None
+    answered: bool = False
 
 
 def vector(*samples: tuple[Mapping[str, str], float, str]) -> dict[str, Any]:
@@ -123,8 +126,9 @@ def fake() -> Iterator[FakePrometheus]:
             canned = Canned(b"404 page not found", status=404)
         else:
             canned = state.answer(params.get("query", ""))
-        if canned.delay:
-            time.sleep(canned.delay)
+        if canned.hold is not None:
+            canned.hold.wait(30.0)
+        canned.answered = True
         body = canned.body if isinstance(canned.body, bytes) else json.dumps(
             canned.body).encode()
         try:
@@ -476,27 +480,26 @@ def test_wrong_url_path_is_permanent(fake: FakePrometheus) -> None:
 
 
 def test_connection_refused_is_transient() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = PrometheusConfig(url=f"http://127.0.0.1:{port}", retries=1, backoff_s=2.0)
-    sleeps = Sleeps()
-    with pytest.raises(PrometheusUnavailableError) as err:
-        PrometheusSource(config, SimClock(AT), sleep=sleeps).snapshot(target(), AT)
+    sock, port = refusing_port()
+    with sock:
+        config = PrometheusConfig(url=f"http://127.0.0.1:{port}", retries=1, backoff_s=2.0)
+        sleeps = Sleeps()
+        with pytest.raises(PrometheusUnavailableError) as err:
+            PrometheusSource(config, SimClock(AT), sleep=sleeps).snapshot(target(), AT)
     assert err.value.kind == "connection" and sleeps.calls == [2.0]
 
 
 def test_slow_answer_times_out(fake: FakePrometheus) -> None:
     tgt = target()
     promql = serve(fake, tgt)
-    fake.set(promql["kube_sample_time"], Canned(one(AT), delay=1.0))
-    started = time.monotonic()
+    release = threading.Event()
+    held = Canned(one(AT), hold=release)
+    fake.set(promql["kube_sample_time"], held)
     with pytest.raises(PrometheusUnavailableError) as err:
         source(fake, retries=0, timeout_s=0.2).snapshot(tgt, AT)
     assert err.value.kind == "timeout" and "0.2 s" in str(err.value)
-    assert time.monotonic() - started < 0.9
+    assert not held.answered  # the source gave up before Prometheus answered
+    release.set()
 
 
 @pytest.mark.parametrize("body", [b"<html>maintenance</html>", b'{"status": "success"}',

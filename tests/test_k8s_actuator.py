@@ -1,19 +1,24 @@
 """KubernetesActuator against the loopback API server, through the official client.
 
 What is asserted is what the API server saw (paths, query, content type, bodies) and what
-it holds afterwards, not which Python methods were called.
+it holds afterwards, not which Python methods were called. The server speaks HTTPS with a
+test CA, checks bearer tokens and enforces the enforce overlay's RBAC (deny by default), so
+every call that passes here is one the shipped Role allows on a real cluster; the target is
+therefore the shipped config's Deployment.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import threading
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client
 import pytest
 import yaml
-from fakes.apiserver import STRATEGIC, FakeApiServer, Fault, RecordedRequest
+from fakes.apiserver import STRATEGIC, FakeApiServer, Fault, RecordedRequest, Webhook
+from fakes.kustomize import TARGET_DEPLOYMENT, TARGET_NS
+from fakes.loopback import refusing_port
 
 from aiops.actuate.base import STATE_ANNOTATION
 from aiops.actuate.k8s import (
@@ -28,16 +33,15 @@ from aiops.config import BatchSizeVia, KubernetesConfig, TargetConfig
 from aiops.errors import ActuationError, PermanentError, TransientError
 from aiops.types import Decision, Recommendation
 
-NS, NAME = "ml", "llama"
+NS, NAME = TARGET_NS, TARGET_DEPLOYMENT
 ARGS = ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--max-num-seqs=64", "--port", "8000"]
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as s:
-        s.add_deployment(NS, NAME, replicas=2, ready=2,
-                         annotations={"team": "inference", "aiops.io/paused": "false"})
-        yield s
+def server(apiserver: FakeApiServer) -> FakeApiServer:
+    apiserver.add_deployment(NS, NAME, replicas=2, ready=2,
+                             annotations={"team": "inference", "aiops.io/paused": "false"})
+    return apiserver
 
 
 def actuator(server: FakeApiServer, timeout_s: float = 5.0) -> KubernetesActuator:
@@ -106,8 +110,10 @@ def test_read_names_a_missing_container(server: FakeApiServer) -> None:
 
 def test_read_of_a_missing_deployment_is_permanent_and_names_the_target(
         server: FakeApiServer) -> None:
-    with pytest.raises(PermanentError, match=r"target 'ghost' \(deployment ml/gone\) not found"):
-        actuator(server).read(target(name="ghost", deployment="gone"))
+    server.objects.pop(("deployments", NS, NAME))  # deleted under the daemon's feet
+    with pytest.raises(PermanentError,
+                       match=rf"target 'ghost' \(deployment {NS}/{NAME}\) not found"):
+        actuator(server).read(target(name="ghost"))
 
 
 # --------------------------------------------------------------------------- apply
@@ -171,23 +177,23 @@ def test_no_change_makes_no_request(server: FakeApiServer) -> None:
 def test_batch_size_patch_forms(server: FakeApiServer, container: dict[str, Any],
                                 via: BatchSizeVia, expected: dict[str, Any]) -> None:
     full = {"name": "vllm", "image": "vllm/vllm-openai:v0.8.5", **container}
-    server.add_deployment(NS, "other", replicas=2, containers=[
+    server.add_deployment(NS, NAME, replicas=2, containers=[
         full, {"name": "sidecar", "image": "envoy", "args": ["--max-num-seqs=1"]}])
-    t = target(deployment="other", tune_batch_size=True, batch_size_via=via)
+    t = target(tune_batch_size=True, batch_size_via=via)
     result = actuator(server).apply(t, decision(2, batch=128), dry_run=False)
     assert result.applied
     (patch,) = writes(server)
-    assert patch.path.endswith("/deployments/other")
+    assert patch.path.endswith(f"/deployments/{NAME}")
     assert patch.content_type == STRATEGIC
     assert patch.body["spec"]["template"]["spec"]["containers"] == [{"name": "vllm", **expected}]
-    stored = server.container(NS, "other", "vllm")
+    stored = server.container(NS, NAME, "vllm")
     for key, value in container.items():  # everything else is as it was
         if key not in expected:
             assert stored[key] == value
     assert parse_batch_size(stored, via) == 128
     if via.env:
         assert stored["env"][0] == {"name": "A", "value": "1"}
-    assert server.container(NS, "other", "sidecar")["args"] == ["--max-num-seqs=1"]
+    assert server.container(NS, NAME, "sidecar")["args"] == ["--max-num-seqs=1"]
 
 
 def test_scale_and_batch_in_one_decision_chain_the_resource_version(
@@ -287,7 +293,7 @@ def test_forbidden_names_the_missing_permission(server: FakeApiServer, verb: str
             act.save_state(target(), {STATE_ANNOTATION: "{}"})
     msg = str(err.value)
     assert f"grant verb '{verb}' on resource '{resource}' in apiGroup apps" in msg
-    assert "namespace ml" in msg
+    assert f"namespace {NS}" in msg
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
@@ -298,20 +304,101 @@ def test_server_errors_are_transient(server: FakeApiServer, status: int) -> None
 
 
 def test_a_slow_answer_times_out_as_transient(server: FakeApiServer) -> None:
-    server.inject(Fault(delay_s=3.0, method="GET"))
-    start = time.monotonic()
-    with pytest.raises(TransientError, match="timed out"):
-        actuator(server, timeout_s=0.3).read(target())
-    assert time.monotonic() - start < 1.5  # one try, no hidden urllib3 retries
-    assert len(server.find("GET")) == 1
+    release = threading.Event()
+    server.inject(Fault(hold=release, method="GET"))
+    try:
+        with pytest.raises(TransientError, match="timed out"):
+            actuator(server, timeout_s=0.3).read(target())
+        (get,) = server.find("GET")  # one try, no hidden urllib3 retries
+        assert get.status == 0  # the client gave up before the server answered
+    finally:
+        release.set()
 
 
-def test_an_unreachable_server_is_transient() -> None:
-    with FakeApiServer() as s:
-        client = s.api_client()
-    act = KubernetesActuator(KubernetesConfig(request_timeout_s=1.0), api_client=client)
-    with pytest.raises(TransientError, match="unreachable"):
+def test_an_unreachable_server_is_transient(server: FakeApiServer) -> None:
+    sock, port = refusing_port()
+    with sock:
+        conf = server.configuration()
+        conf.host = f"https://127.0.0.1:{port}"
+        act = KubernetesActuator(KubernetesConfig(request_timeout_s=5.0),
+                                 api_client=kubernetes.client.ApiClient(conf))
+        with pytest.raises(TransientError, match="unreachable"):
+            act.read(target())
+
+
+# --------------------------------------------------------------------------- who may call
+def test_a_deployment_the_role_does_not_name_is_forbidden(server: FakeApiServer) -> None:
+    server.add_deployment(NS, "unlisted", replicas=2)
+    with pytest.raises(PermanentError, match="grant verb 'get' on resource 'deployments'"):
+        actuator(server).read(target(deployment="unlisted"))
+    (get,) = server.find("GET")
+    assert get.status == 403 and get.allowed_by is None
+
+
+def test_every_call_is_allowed_by_a_shipped_role(server: FakeApiServer) -> None:
+    act = actuator(server)
+    act.apply(target(tune_batch_size=True), decision(3, batch=32), dry_run=False)
+    act.save_state(target(), {STATE_ANNOTATION: "{}"})
+    assert server.requests and all(r.status == 200 for r in server.requests)
+    assert {r.allowed_by.role for r in server.requests if r.allowed_by} == {
+        "Role llm/aiops-target", "Role llm/aiops-target-writer"}
+
+
+def test_a_token_the_server_does_not_know_is_unauthorized(server: FakeApiServer) -> None:
+    act = KubernetesActuator(KubernetesConfig(), api_client=server.api_client(token="stolen"))
+    with pytest.raises(PermanentError, match=r"unauthorized.*credentials were refused"):
         act.read(target())
+    assert [r.status for r in server.requests] == [401]
+
+
+def test_a_server_certificate_from_another_ca_is_refused(server: FakeApiServer,
+                                                         tmp_path: Path) -> None:
+    from fakes.tls import make_test_ca
+
+    conf = server.configuration()
+    conf.ssl_ca_cert = str(make_test_ca(tmp_path / "other-ca").ca_cert)
+    act = KubernetesActuator(KubernetesConfig(), api_client=kubernetes.client.ApiClient(conf))
+    with pytest.raises(PermanentError, match="TLS certificate is not signed by the configured CA"):
+        act.read(target())
+    assert server.requests == []  # nothing was sent to a server we could not verify
+
+
+# --------------------------------------------------------------------------- admission
+def test_a_webhook_denial_is_reported_as_a_webhook_not_as_rbac(server: FakeApiServer) -> None:
+    server.add_webhook(Webhook("replicas.policy.example.com",
+                               deny="llm/vllm-llama3-8b may not exceed 3 replicas"))
+    with pytest.raises(ActuationError) as err:
+        actuator(server).apply(target(), decision(5, dry_run=True), dry_run=True)
+    msg = str(err.value)
+    assert 'admission webhook "replicas.policy.example.com" denied the request' in msg
+    assert "may not exceed 3 replicas" in msg
+    assert "grant verb" not in msg and "Role" not in msg
+    (patch,) = server.find("PATCH")
+    assert patch.status == 403 and patch.dry_run
+
+
+def test_a_webhook_with_side_effects_refuses_dry_run_only(server: FakeApiServer) -> None:
+    server.add_webhook(Webhook("audit.example.com", side_effects="Unknown"))
+    with pytest.raises(ActuationError, match=r'"audit\.example\.com" does not support dry run'):
+        actuator(server).apply(target(), decision(5, dry_run=True), dry_run=True)
+    assert actuator(server).apply(target(), decision(5), dry_run=False).applied
+
+
+# --------------------------------------------------------------------------- other writers
+def test_the_controllers_status_write_after_a_scale_is_survived(server: FakeApiServer) -> None:
+    """The Deployment controller writes the status right after the scale: the template
+    patch's precondition, taken from the scale answer, is already stale. One re-read
+    completes the decision without sending the scale again."""
+    server.status_writer(NS, NAME, after_spec_change=1)
+    result = actuator(server).apply(target(tune_batch_size=True), decision(3, batch=32),
+                                    dry_run=False)
+    assert result.applied
+    assert [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in server.requests] == [
+        ("GET", NAME, 200), ("PATCH", "scale", 200), ("PATCH", NAME, 409),
+        ("GET", NAME, 200), ("PATCH", NAME, 200)]
+    dep = server.deployment(NS, NAME)
+    assert dep["spec"]["replicas"] == 3
+    assert "--max-num-seqs=32" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # --------------------------------------------------------------------------- state
@@ -333,10 +420,12 @@ def test_save_state_merges_annotations_without_touching_others(server: FakeApiSe
 # --------------------------------------------------------------------------- configuration
 def test_a_kubeconfig_file_selects_the_context_and_switches_off_hidden_retries(
         server: FakeApiServer, tmp_path: Path) -> None:
+    assert server.tls is not None
+    fake = {"server": server.url, "certificate-authority": str(server.tls.ca_cert)}
     kubeconfig = {
         "apiVersion": "v1", "kind": "Config", "current-context": "wrong",
-        "clusters": [{"name": "fake", "cluster": {"server": server.url}},
-                     {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "clusters": [{"name": "fake", "cluster": fake},
+                     {"name": "nowhere", "cluster": {"server": "https://nowhere.invalid"}}],
         "users": [{"name": "u", "user": {"token": "kubeconfig-token"}}],
         "contexts": [{"name": "right", "context": {"cluster": "fake", "user": "u"}},
                      {"name": "wrong", "context": {"cluster": "nowhere", "user": "u"}}],
@@ -358,11 +447,11 @@ def test_in_cluster_outside_a_cluster_is_a_permanent_error(
 
 
 def test_an_untunable_batch_size_does_not_block_scaling(server: FakeApiServer) -> None:
-    server.add_deployment(NS, "plain", replicas=2, containers=[
+    server.add_deployment(NS, NAME, replicas=2, containers=[
         {"name": "vllm", "image": "vllm/vllm-openai:v0.8.5", "args": ["--port", "8000"]}])
-    t = target(deployment="plain", tune_batch_size=True)
+    t = target(tune_batch_size=True)
     with pytest.raises(PermanentError, match=r"replicas 2→4 applied, but the batch size "
                                              r"cannot be changed: .*has no --max-num-seqs"):
         actuator(server).apply(t, decision(4, batch=128), dry_run=False)
-    assert server.deployment(NS, "plain")["spec"]["replicas"] == 4
+    assert server.deployment(NS, NAME)["spec"]["replicas"] == 4
     assert [r.path.rsplit("/", 1)[-1] for r in writes(server)] == ["scale"]

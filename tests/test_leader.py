@@ -2,12 +2,12 @@
 
 Time only moves when a test moves it, so "after the lease expires" is exact, and races are
 staged with the server's hook (the other candidate writes while this one's request is in
-flight), so the 409 comes from the server's real resourceVersion check.
+flight), so the 409 comes from the server's real resourceVersion check. The server enforces
+the shipped RBAC (deny by default), so the Lease's name and namespace are the shipped ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as s:
-        yield s
+def server(apiserver: FakeApiServer) -> FakeApiServer:
+    """HTTPS, tokens and the shipped RBAC: the Role allows exactly this Lease."""
+    return apiserver
 
 
 @pytest.fixture
@@ -215,3 +215,18 @@ def test_from_config_builds_its_own_client(server: FakeApiServer, clock: SimCloc
     assert a.try_acquire_or_renew()
     assert spec(server)["holderIdentity"] == "pod-a"
     assert server.requests[-1].headers["authorization"] == "Bearer kubeconfig-token"
+
+
+def test_a_lease_the_role_does_not_name_is_created_but_never_renewed(
+        server: FakeApiServer, clock: SimClock) -> None:
+    """The shipped Role lets anyone create a Lease (create cannot be limited by name) but
+    get and update only aiops-leader: a daemon configured with another name must not
+    believe it leads past its renew deadline."""
+    other = LeaderElectionConfig(lease_name="not-in-the-role", namespace="aiops",
+                                 lease_duration_s=15, renew_deadline_s=10, retry_period_s=2)
+    a = LeaderElector(other, server.api_client(), clock=clock, identity="a",
+                      request_timeout_s=2.0)
+    assert not a.try_acquire_or_renew()  # the get is forbidden before anything is created
+    assert isinstance(a.last_error, PermanentError)
+    assert "grant verb 'get' on resource 'leases'" in str(a.last_error)
+    assert [r.status for r in server.requests] == [403]

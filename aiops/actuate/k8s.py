@@ -31,7 +31,9 @@ Why these choices:
 Errors become the classes in :mod:`aiops.errors` so the loop knows what to do next:
 409, 429, 5xx, timeouts and refused connections are ``TransientError``; 403 is a
 ``PermanentError`` naming the verb and resource the Role lacks; 404 is a ``PermanentError``
-naming the target; 400/422 (the server rejected the change) is an ``ActuationError``.
+naming the target; 400/422 (the server rejected the change) is an ``ActuationError``, and so
+is an admission webhook's refusal, whatever its code (a policy engine answers 403, which is
+not a missing permission).
 """
 
 from __future__ import annotations
@@ -118,6 +120,10 @@ def error_from_exception(exc: BaseException, call: ApiCall, *,
         said = _server_message(exc)
         if status == 409:
             return ConflictError(f"conflict on {call.describe()}: {said}")
+        if said.startswith("admission webhook "):
+            # A policy in the cluster refused the change (policy engines answer 403, the API
+            # server 400 by default): no permission is missing, so no Role hint.
+            return ActuationError(f"an admission webhook refused {call.describe()}: {said}")
         if status == 403:
             group = call.group or '"" (core)'
             return PermanentError(
@@ -136,8 +142,14 @@ def error_from_exception(exc: BaseException, call: ApiCall, *,
         if status == 429 or status >= 500:
             return TransientError(f"API server error {status} on {call.describe()}: {said}")
         if status == 0:  # raised by the client itself, e.g. a TLS failure
+            reason = " ".join(str(exc.reason or "").split())
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in reason:
+                hint = ("; the API server's TLS certificate is not signed by the configured CA "
+                        "(the kubeconfig's certificate-authority, or the service account's "
+                        "ca.crt)")
             return PermanentError(f"cannot talk to the API server ({call.describe()}): "
-                                  f"{exc.reason}")
+                                  f"{reason}{hint}")
         return PermanentError(f"unexpected {status} on {call.describe()}: {said}")
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a TimeoutError subclass
         return TransientError(f"API server unreachable: {call.describe()} ({exc})")

@@ -54,6 +54,7 @@ from aiops.sim.cluster import SloSpec
 from aiops.sim.env import AutoscaleEnv
 from aiops.sim.profiles import DEFAULT_PROFILE, Profile, load_profile
 from aiops.sim.workloads import SYNTHETIC_PREFIX
+from aiops.train.digest import training_inputs
 from aiops.train.evaluate import (
     BASELINES,
     EvalSetup,
@@ -530,12 +531,27 @@ def evaluate_model(policy: Any, meta: PpoMeta, evals: Sequence[EvalWorkload],
 
 def train_ppo(cfg: TrainConfig, *, progress: ProgressFn | None = None,
               log: Callable[[str], None] | None = None) -> TrainReport:
-    """Train, evaluate, keep the best checkpoint, write ``model.zip`` and ``meta.json``."""
+    """Train, evaluate, keep the best checkpoint, write ``model.zip`` and ``meta.json``.
+
+    Torch runs on one thread while training (the network is small: threads would cost more
+    in hand-offs than they save) and gets its previous thread count back afterwards, so a
+    caller in the same process is not left running single-threaded."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(cfg, progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, progress: ProgressFn | None,
+           log: Callable[[str], None] | None) -> TrainReport:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    torch.set_num_threads(1)
     say = log or (lambda _msg: None)
     profile = load_profile(cfg.profile)
     evals = load_eval_workloads(cfg.eval_workloads)
@@ -712,7 +728,8 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
     network; the profile; training workloads, mix, reward and hyperparameters; evaluation
     workloads, the table and its history; library versions; the sha256 of ``model.zip``
     and of the weights inside it (:func:`weights_sha256`, what a rerun reproduces); and
-    the command that reproduces the file."""
+    the command that reproduces the file; the digest of the code and data training
+    depends on (:mod:`aiops.train.digest`)."""
     model_path = cfg.output / MODEL_FILE
     meta: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
@@ -775,6 +792,8 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
             "history": history,
         },
         "libraries": library_versions(),
+        # What a test compares with the checkout: a retrain is due when these changed.
+        "training_inputs": training_inputs(),
     }
     (cfg.output / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default)
                                         + "\n")

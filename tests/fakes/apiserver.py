@@ -1,11 +1,11 @@
-"""A loopback Kubernetes API server that speaks the REST paths aiops uses.
+"""A loopback Kubernetes API server that speaks the REST paths aiops uses, by the real rules.
 
 No API server can be installed where the tests run, so this one stands in for it. The real
-``kubernetes`` client talks to it over HTTP, which is the point: a fake *client* would only
+``kubernetes`` client talks to it over HTTPS, which is the point: a fake *client* would only
 prove that aiops calls the methods it thinks it calls, while this server checks the wire
-(paths, query parameters, patch content types, JSON bodies, time formats) the way the real
-one would, and answers the way the real one does (``Status`` objects with ``reason`` and
-``code``, ``resourceVersion`` conflicts, server-side dry-run).
+(TLS against a CA, bearer tokens, paths, query parameters, patch content types, JSON bodies,
+time formats) the way the real one would, and answers the way the real one does (``Status``
+objects with ``reason`` and ``code``, ``resourceVersion`` conflicts, server-side dry-run).
 
 Paths served (everything else is 404):
 
@@ -15,13 +15,26 @@ Paths served (everything else is 404):
 * ``/api/v1/namespaces/{ns}/events[/{name}]``: GET, POST, PATCH (core/v1 Events, the ones
   ``kubectl describe`` lists, with ``count`` aggregation)
 
-Semantics kept from the real server:
+Rules kept from the real server, in the order it applies them:
 
-* ``dryRun=All`` runs every stage (decode, patch, validate, conflict check) but persists
-  nothing; any other ``dryRun`` value is a 400.
+* Authentication: a bearer token the server knows (``tokens``), else 401 ``Unauthorized``.
+* Authorisation: RBAC, deny by default (:mod:`fakes.rbac`), loaded from the Roles and
+  RoleBindings that ``kubectl kustomize deploy/overlays/<mode>`` renders; a refusal is the
+  real 403 message. Dry-run requests are authorised like real ones.
+* Namespaces must exist: creating an object in a missing one is 404 ``namespaces "x" not
+  found`` (the NamespaceLifecycle admission plugin).
+* ``dryRun=All`` runs every stage (decode, patch, validate, admission, conflict check) but
+  persists nothing; any other ``dryRun`` value is a 400.
+* Admission webhooks (:class:`Webhook`) see writes after validation: one may deny with its
+  own message and code, and one with side effects refuses every dry-run request (400
+  ``admission webhook "x" does not support dry run``).
 * Optimistic concurrency: a PUT whose ``metadata.resourceVersion`` is set, or a PATCH that
   sets it, must match the stored object, else 409 ``Conflict``. The scale subresource shares
-  the Deployment's ``resourceVersion``.
+  the Deployment's ``resourceVersion``. A write that changes nothing keeps the
+  ``resourceVersion`` (and ``generation``), as the real storage layer skips no-op updates.
+* Other writers: :meth:`FakeApiServer.status_writer` plays the Deployment controller, which
+  writes the status right after every spec change (so a precondition taken from the scale
+  answer is already stale) and, optionally, on a period (a 409 storm).
 * PATCH content types: ``application/strategic-merge-patch+json`` (lists with a merge key,
   such as ``containers`` and ``env``, merge by ``name``; other lists are replaced),
   ``application/merge-patch+json`` (RFC 7386) and ``application/json-patch+json``
@@ -29,21 +42,25 @@ Semantics kept from the real server:
 * Lease ``acquireTime``/``renewTime`` must be ``MicroTime`` (exactly six fractional digits),
   Event timestamps ``Time`` (RFC 3339), as the real decoder insists.
 
-Fault injection for tests: :meth:`FakeApiServer.inject` (any status, a delay, on matching
-requests, a number of times), :meth:`FakeApiServer.deny` (RBAC: 403 with the real message
-for a verb on a resource), :attr:`FakeApiServer.hook` (runs before a request is served,
-outside the lock, to stage races). Every request is recorded in :attr:`requests`.
+Fault injection for tests: :meth:`FakeApiServer.inject` (any status, a delay, a hold until
+released, on matching requests, a number of times), :meth:`FakeApiServer.deny` (revoke one
+verb on one resource on top of RBAC), :attr:`FakeApiServer.hook` (runs before a request is
+served, outside the lock, to stage races). Every request is recorded in :attr:`requests`,
+with the user it authenticated as and the RBAC rule that allowed it.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -52,6 +69,9 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes.client
 
 from .loopback import LoopbackHTTP
+from .rbac import Grant, Rbac, service_account_user
+from .rbac import Request as AuthzRequest
+from .tls import TestCA
 
 JSON = dict[str, Any]
 
@@ -131,7 +151,11 @@ class RecordedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
-    status: int = 0
+    status: int = 0  # 0 until the answer is sent
+    received: float = field(default_factory=time.monotonic)  # when it arrived
+    user: str = ""  # who the bearer token authenticated
+    allowed_by: Grant | None = None  # the RBAC rule that allowed it
+    authz: AuthzRequest | None = None  # its authorisation attributes
 
     @property
     def dry_run(self) -> bool:
@@ -146,8 +170,12 @@ class RecordedRequest:
 class Fault:
     """An injected misbehaviour for requests that match ``method`` and ``path`` (a regex).
 
-    ``status`` None with a ``delay_s`` is a slow but correct answer. ``times`` None means
-    every matching request; otherwise the fault disarms after that many hits.
+    ``status`` None with a ``delay_s`` is a slow but correct answer; with ``hold`` the answer
+    waits until the test sets that event (or the server stops, or ``hold_max_s`` passes, so
+    a client that never gives up fails its test instead of hanging it), and a test can tell
+    "the client gave up before the answer" from "the answer came" without timing anything.
+    ``times`` None means every matching request; otherwise the fault disarms after that many
+    hits.
     """
 
     status: int | None = None
@@ -155,6 +183,8 @@ class Fault:
     path: str | None = None
     times: int | None = 1
     delay_s: float = 0.0
+    hold: threading.Event | None = None
+    hold_max_s: float = 30.0
     message: str = "injected fault"
     hits: int = 0
 
@@ -167,6 +197,54 @@ class Fault:
 
 
 @dataclass
+class Webhook:
+    """A validating admission webhook on writes to ``resource`` (``deployments/scale``...).
+
+    ``deny``: it refuses every matching write with this message and ``code`` (403 is what
+    policy engines such as Gatekeeper answer; the API server makes anything below 400 a 400).
+    ``side_effects``: ``None``/``NoneOnDryRun`` let dry-run requests through to the
+    webhook; ``Unknown``/``Some`` make the API server refuse every dry-run request it
+    matches, before asking the webhook.
+    """
+
+    name: str
+    resource: str = "deployments/scale"
+    deny: str | None = None
+    code: int = 403
+    side_effects: str = "None"
+    dry_run_only: bool = False  # deny only dry-run requests (a policy on recommendations)
+
+    def check(self, route: _Route, dry_run: bool) -> None:
+        if route.resource != self.resource:
+            return
+        if dry_run and self.side_effects in ("Unknown", "Some"):
+            raise ApiError(400, f'admission webhook "{self.name}" does not support dry run')
+        if self.deny is not None and (dry_run or not self.dry_run_only):
+            raise ApiError(max(400, self.code),
+                           f'admission webhook "{self.name}" denied the request: {self.deny}')
+
+
+@dataclass
+class StatusWriter:
+    """The Deployment controller's status writes on one Deployment (see the module doc)."""
+
+    namespace: str
+    name: str
+    after_spec_change: int = 1
+    every_s: float | None = None
+    after_read: bool = False  # a write right after every read: each precondition is stale
+    writes: int = 0
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.after_spec_change, self.after_read = 0, False
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+@dataclass
 class _Route:
     resource: str  # RBAC resource, with subresource: "deployments/scale"
     group: str  # API group, "" for core
@@ -176,12 +254,11 @@ class _Route:
 
 
 # --------------------------------------------------------------------------- patches
-def strategic_merge(original: Any, patch: Any, key: str = "", *, new_first: bool = False) -> Any:
+def strategic_merge(original: Any, patch: Any, key: str = "") -> Any:
     """Apply a strategic merge patch (the subset a Deployment's pod template needs).
 
     Maps merge, keyed lists (``MERGE_KEYS``) merge by key, other lists replace. New items of
-    a keyed list are appended, as the API server does, or put first with ``new_first``, as
-    kustomize renders its patches."""
+    a keyed list are appended, as the API server does."""
     if isinstance(patch, dict) and isinstance(original, dict):
         out = dict(original)
         for k, v in patch.items():
@@ -190,7 +267,7 @@ def strategic_merge(original: Any, patch: Any, key: str = "", *, new_first: bool
             if v is None:
                 out.pop(k, None)
             elif k in out:
-                out[k] = strategic_merge(out[k], v, k, new_first=new_first)
+                out[k] = strategic_merge(out[k], v, k)
             else:
                 out[k] = copy.deepcopy(v)
         return out
@@ -203,11 +280,11 @@ def strategic_merge(original: Any, patch: Any, key: str = "", *, new_first: bool
                 raise ApiError(400, f"strategic merge patch: every {key} item needs {mk!r}")
             for i, existing in enumerate(out_list):
                 if isinstance(existing, dict) and existing.get(mk) == item[mk]:
-                    out_list[i] = strategic_merge(existing, item, "", new_first=new_first)
+                    out_list[i] = strategic_merge(existing, item, "")
                     break
             else:
                 added.append(copy.deepcopy(item))
-        return added + out_list if new_first else out_list + added
+        return out_list + added
     return copy.deepcopy(patch)
 
 
@@ -391,20 +468,40 @@ def validate_event(obj: JSON, ns: str) -> None:
 
 
 # --------------------------------------------------------------------------- the server
-class FakeApiServer:
-    """In-memory objects behind the real REST paths; start with ``with FakeApiServer() as s``."""
+SERVICE_ACCOUNT = service_account_user("aiops", "aiops")
+"""The user the daemon's service-account token authenticates as (deploy/base)."""
 
-    def __init__(self, user: str = "system:serviceaccount:aiops:aiops") -> None:
+
+class FakeApiServer:
+    """In-memory objects behind the real REST paths; start with ``with FakeApiServer() as s``.
+
+    ``tls``: serve HTTPS with this CA's server certificate (plain HTTP without).
+    ``tokens``: bearer token → user name; by default ``test-token`` and ``kubeconfig-token``
+    are the daemon's service account. ``rbac``: who may do what; None allows nothing.
+    ``namespaces``: the namespaces that exist.
+    """
+
+    def __init__(self, user: str = SERVICE_ACCOUNT, *, tls: TestCA | None = None,
+                 tokens: dict[str, str] | None = None, rbac: Rbac | None = None,
+                 namespaces: Iterable[str] = ("default",)) -> None:
         self.user = user
+        self.tls = tls
+        self.tokens = dict(tokens) if tokens is not None else {
+            "test-token": user, "kubeconfig-token": user}
+        self.rbac = rbac if rbac is not None else Rbac()
+        self.namespaces: set[str] = set(namespaces)
         self.objects: dict[tuple[str, str, str], JSON] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.denied: set[tuple[str, str]] = set()
+        self.webhooks: list[Webhook] = []
+        self.status_writers: list[StatusWriter] = []
         self.hook: Callable[[RecordedRequest], None] | None = None
         self._rv = 1000
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._http = LoopbackHTTP(self._serve)
+        self._http = LoopbackHTTP(self._serve,
+                                  tls=tls.server_context() if tls is not None else None)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeApiServer:
@@ -413,6 +510,8 @@ class FakeApiServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        for w in self.status_writers:
+            w.stop()
         self._http.stop()
 
     def __enter__(self) -> FakeApiServer:
@@ -429,24 +528,32 @@ class FakeApiServer:
     def url(self) -> str:
         return self._http.url
 
-    def configuration(self) -> kubernetes.client.Configuration:
+    def configuration(self, token: str = "test-token") -> kubernetes.client.Configuration:
         """A client configuration for this server, as a kubeconfig would give it."""
         cfg = kubernetes.client.Configuration()
         cfg.host = self.url
         cfg.proxy = None
         cfg.retries = False  # as aiops configures it: no hidden urllib3 retries
-        cfg.api_key = {"authorization": "test-token"}
+        if self.tls is not None:
+            cfg.ssl_ca_cert = str(self.tls.ca_cert)
+            cfg.verify_ssl = True
+        cfg.api_key = {"authorization": token}
         cfg.api_key_prefix = {"authorization": "Bearer"}
         return cfg
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.client.ApiClient(self.configuration())
+    def api_client(self, token: str = "test-token") -> kubernetes.client.ApiClient:
+        return kubernetes.client.ApiClient(self.configuration(token))
 
     def write_kubeconfig(self, path: Path, token: str = "kubeconfig-token") -> Path:
-        """A kubeconfig whose context ``fake`` points here (the default context too)."""
+        """A kubeconfig whose context ``fake`` points here (the default context too), with
+        the CA inline, as ``kubectl config view --raw`` shows a real cluster's."""
+        cluster: JSON = {"server": self.url}
+        if self.tls is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(
+                self.tls.ca_pem()).decode()
         doc = {
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": cluster}],
             "users": [{"name": "u", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
         }
@@ -458,14 +565,22 @@ class FakeApiServer:
         self._rv += 1
         return str(self._rv)
 
+    def add_namespace(self, namespace: str) -> None:
+        with self._lock:
+            self.namespaces.add(namespace)
+
     def add_deployment(self, namespace: str, name: str, *, replicas: int = 1,
                        ready: int | None = None, containers: list[JSON] | None = None,
                        annotations: dict[str, str] | None = None) -> JSON:
+        """Create (or replace) a Deployment, as ``kubectl apply`` of its manifest would."""
         if containers is None:
             containers = [{"name": "vllm", "image": "vllm/vllm-openai:v0.8.5",
                            "args": ["--model", "meta-llama/Llama-3.1-8B-Instruct",
                                     "--max-num-seqs=64", "--port", "8000"]}]
         with self._lock:
+            if namespace not in self.namespaces:
+                raise ValueError(f"namespace {namespace!r} does not exist on this server "
+                                 f"(it has {sorted(self.namespaces)}): add_namespace first")
             obj: JSON = {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
@@ -508,11 +623,20 @@ class FakeApiServer:
                 return dict(c)
         raise KeyError(container)
 
-    def set_ready(self, namespace: str, name: str, ready: int) -> None:
+    def set_status(self, namespace: str, name: str, **status: Any) -> bool:
+        """The Deployment controller writes ``status`` fields; the version moves only when
+        something changed. Returns whether it did."""
         with self._lock:
             obj = self.objects[("deployments", namespace, name)]
-            obj["status"]["readyReplicas"] = ready
+            new = {**obj.get("status", {}), **status}
+            if new == obj.get("status"):
+                return False
+            obj["status"] = new
             obj["metadata"]["resourceVersion"] = self._next_rv()
+            return True
+
+    def set_ready(self, namespace: str, name: str, ready: int) -> None:
+        self.set_status(namespace, name, readyReplicas=ready)
 
     def touch(self, namespace: str, name: str, resource: str = "deployments") -> str:
         """Another writer changed the object (e.g. a status update): bump its version."""
@@ -526,7 +650,59 @@ class FakeApiServer:
         with self._lock:
             obj = self.objects[("deployments", namespace, name)]
             obj["spec"]["replicas"] = replicas
+            obj["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
             obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def status_writer(self, namespace: str, name: str, *, after_spec_change: int = 1,
+                      every_s: float | None = None, after_read: bool = False) -> StatusWriter:
+        """Play the Deployment controller on one Deployment: ``after_spec_change`` status
+        writes land right after every persisted spec change (before the next request is
+        served); with ``every_s`` one more on that period from a thread of its own (a storm
+        whose conflicts depend on timing); with ``after_read`` one right after every read
+        of it (a storm in which every precondition is stale, whatever the timing)."""
+        writer = StatusWriter(namespace, name, after_spec_change, every_s, after_read)
+        with self._lock:
+            self.status_writers.append(writer)
+        if every_s is not None:
+            def loop() -> None:
+                while not writer._stop.wait(every_s) and not self._stopping.is_set():
+                    with self._lock:
+                        self._controller_writes(writer, 1)
+
+            writer._thread = threading.Thread(target=loop, daemon=True,
+                                              name=f"status-writer-{name}")
+            writer._thread.start()
+        return writer
+
+    def _controller_writes(self, writer: StatusWriter, count: int) -> None:
+        obj = self.objects.get(("deployments", writer.namespace, writer.name))
+        if obj is None:
+            return
+        for _ in range(count):
+            writer.writes += 1
+            spec, meta = obj["spec"], obj["metadata"]
+            stamp = datetime.fromtimestamp(1_700_000_000 + writer.writes, tz=UTC)
+            obj["status"] = {
+                **obj.get("status", {}),
+                "observedGeneration": meta.get("generation", 1),
+                "replicas": spec.get("replicas", 1),
+                "updatedReplicas": spec.get("replicas", 1),
+                "conditions": [{"type": "Progressing", "status": "True",
+                                "reason": "ReplicaSetUpdated",
+                                "lastUpdateTime": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}],
+            }
+            meta["resourceVersion"] = self._next_rv()
+
+    def annotate(self, namespace: str, name: str, key: str, value: str | None) -> None:
+        """``kubectl annotate deploy NAME key=value`` (None: ``key-``)."""
+        with self._lock:
+            meta = self.objects[("deployments", namespace, name)]["metadata"]
+            ann = meta.setdefault("annotations", {})
+            if value is None:
+                ann.pop(key, None)
+            else:
+                ann[key] = value
+            meta["resourceVersion"] = self._next_rv()
 
     def lease(self, namespace: str, name: str) -> JSON | None:
         with self._lock:
@@ -543,8 +719,13 @@ class FakeApiServer:
             self.faults.append(fault)
         return fault
 
+    def add_webhook(self, webhook: Webhook) -> Webhook:
+        with self._lock:
+            self.webhooks.append(webhook)
+        return webhook
+
     def deny(self, verb: str, resource: str) -> None:
-        """RBAC: the caller may not ``verb`` the ``resource`` ("deployments/scale", ...)."""
+        """Revoke ``verb`` on ``resource`` ("deployments/scale", ...), whatever RBAC allows."""
         self.denied.add((verb, resource))
 
     def find(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
@@ -570,18 +751,23 @@ class FakeApiServer:
         status: int
         payload: JSON
         try:
+            with self._lock:
+                self.requests.append(req)
+            self._authenticate(req)
             try:
                 req.body = json.loads(raw) if raw else None
             except ValueError:
                 raise ApiError(400, "the request body is not valid JSON") from None
-            with self._lock:
-                self.requests.append(req)
             if self.hook is not None:
                 self.hook(req)
             fault = self._take_fault(req)
             if fault is not None:
                 if fault.delay_s > 0 and self._stopping.wait(fault.delay_s):
                     return
+                if fault.hold is not None:
+                    fault.hold.wait(fault.hold_max_s)
+                    if self._stopping.is_set():
+                        return
                 if fault.status is not None:
                     raise ApiError(fault.status, fault.message)
             with self._lock:
@@ -598,6 +784,14 @@ class FakeApiServer:
             h.wfile.write(data)
         except OSError:  # the client gave up (timeout test)
             h.close_connection = True
+
+    def _authenticate(self, req: RecordedRequest) -> None:
+        auth = req.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "Unauthorized")
+        req.user = user
 
     def _take_fault(self, req: RecordedRequest) -> Fault | None:
         with self._lock:
@@ -621,26 +815,38 @@ class FakeApiServer:
             return _Route("events", "", "events", m["ns"], m["name"])
         raise ApiError(404, f"the server could not find the requested resource ({path})")
 
-    def _dispatch(self, req: RecordedRequest) -> tuple[int, JSON]:
-        route = self._route(req.path)
-        verb = VERBS.get(req.method, req.method.lower())
-        if verb == "get" and route.name is None:
-            verb = "list"
-        if (verb, route.resource) in self.denied:
+    def _authorize(self, req: RecordedRequest, route: _Route, verb: str) -> None:
+        resource, _, sub = route.resource.partition("/")
+        attrs = AuthzRequest(req.user, verb, route.group, resource, sub, route.ns,
+                             route.name or "")
+        req.authz = attrs
+        grant = self.rbac.authorize(attrs)
+        if grant is None or (verb, route.resource) in self.denied:
             named = f' "{route.name}"' if route.name else ""
             raise ApiError(
                 403,
-                f'{route.kind_plural}{named} is forbidden: User "{self.user}" cannot {verb} '
+                f'{route.kind_plural}{named} is forbidden: User "{req.user}" cannot {verb} '
                 f'resource "{route.resource}" in API group "{route.group}" in the namespace '
                 f'"{route.ns}"',
                 details={"name": route.name or "", "group": route.group,
                          "kind": route.resource.split("/")[0]},
             )
+        req.allowed_by = grant
+
+    def _dispatch(self, req: RecordedRequest) -> tuple[int, JSON]:
+        route = self._route(req.path)
+        verb = VERBS.get(req.method, req.method.lower())
+        if verb == "get" and route.name is None:
+            verb = "list"
+        self._authorize(req, route, verb)
         dry = req.query.get("dryRun")
         if dry is not None and dry != ["All"]:
             raise ApiError(400, f"Invalid dry run directive: {dry!r}; only All is supported")
         if req.method in ("GET",) and req.body is not None:
             raise ApiError(400, "GET with a body")
+        if req.method == "POST" and route.ns not in self.namespaces:
+            raise ApiError(404, f'namespaces "{route.ns}" not found',
+                           details={"name": route.ns, "kind": "namespaces"})
         if route.resource == "deployments":
             return self._deployment(req, route)
         if route.resource == "deployments/scale":
@@ -664,34 +870,55 @@ class FakeApiServer:
             "has been modified; please apply your changes to the latest version and try again",
         )
 
+    def _admit(self, req: RecordedRequest, route: _Route) -> None:
+        for webhook in self.webhooks:
+            webhook.check(route, req.dry_run)
+
     def _store(self, req: RecordedRequest, resource: str, route: _Route, old: JSON,
                new: JSON) -> JSON:
-        """Persist ``new`` unless dry-run; keeps identity fields the client may not change."""
+        """Persist ``new`` unless dry-run; keeps identity fields the client may not change.
+
+        Admission runs first (dry-run too). A write that changes nothing returns the stored
+        object with its ``resourceVersion`` unchanged."""
+        self._admit(req, route)
         new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
-        for keep in ("name", "namespace", "uid", "creationTimestamp"):
+        for keep in ("name", "namespace", "uid", "creationTimestamp", "generation"):
             if keep in old.get("metadata", {}):
                 meta[keep] = old["metadata"][keep]
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        spec_changed = False
         if resource == "deployments":
-            if new.get("spec") != old.get("spec"):
+            spec_changed = new.get("spec") != old.get("spec")
+            if spec_changed:
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
             new["status"] = copy.deepcopy(old.get("status", {}))
-        if req.dry_run:
+        if new == old or req.dry_run:
             return new
         meta["resourceVersion"] = self._next_rv()
         assert route.name is not None
         self.objects[(resource, route.ns, route.name)] = new
-        return copy.deepcopy(new)
-
+        answer = copy.deepcopy(new)
+        if spec_changed:
+            for writer in self.status_writers:
+                if (writer.namespace, writer.name) == (route.ns, route.name):
+                    self._controller_writes(writer, writer.after_spec_change)
+        return answer
     def _check_rv(self, route: _Route, old: JSON, wanted: Any) -> None:
         if wanted not in (None, "") and str(wanted) != old["metadata"]["resourceVersion"]:
             raise self._conflict(route)
 
+    def _after_read(self, route: _Route) -> None:
+        for writer in self.status_writers:
+            if writer.after_read and (writer.namespace, writer.name) == (route.ns, route.name):
+                self._controller_writes(writer, 1)
+
     def _deployment(self, req: RecordedRequest, route: _Route) -> tuple[int, JSON]:
         old = self._get(route, "deployments")
         if req.method == "GET":
-            return 200, copy.deepcopy(old)
+            answer = copy.deepcopy(old)
+            self._after_read(route)
+            return 200, answer
         if req.method == "PATCH":
             new = apply_patch(old, req.content_type, req.body)
         elif req.method == "PUT":
@@ -721,6 +948,7 @@ class FakeApiServer:
         dep = self._get(route, "deployments")
         scale = self._scale_of(dep)
         if req.method == "GET":
+            self._after_read(route)
             return 200, scale
         if req.method == "PATCH":
             new_scale = apply_patch(scale, req.content_type, req.body)
@@ -758,6 +986,7 @@ class FakeApiServer:
             if ("leases", route.ns, name) in self.objects:
                 raise ApiError(409, f'leases.coordination.k8s.io "{name}" already exists',
                                reason="AlreadyExists")
+            self._admit(req, route)
             meta.update(namespace=route.ns, uid=str(uuid.uuid4()),
                         creationTimestamp="2024-01-01T00:00:00Z")
             if req.dry_run:
@@ -790,6 +1019,7 @@ class FakeApiServer:
             validate_event(obj, route.ns)
             if ("events", route.ns, name) in self.objects:
                 raise ApiError(409, f'events "{name}" already exists', reason="AlreadyExists")
+            self._admit(req, route)
             meta.update(name=name, namespace=route.ns, uid=str(uuid.uuid4()))
             if req.dry_run:
                 return 201, obj
@@ -817,11 +1047,14 @@ class FakeApiServer:
 __all__ = [
     "JSON_PATCH",
     "MERGE",
+    "SERVICE_ACCOUNT",
     "STRATEGIC",
     "ApiError",
     "FakeApiServer",
     "Fault",
     "RecordedRequest",
+    "StatusWriter",
+    "Webhook",
     "apply_patch",
     "json_patch",
     "merge_patch",

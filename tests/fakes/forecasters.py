@@ -1,4 +1,9 @@
-"""Forecasters that exist to be rejected: tests of ``auto``'s selection use them."""
+"""Forecasters that exist to be rejected: tests of ``auto``'s selection use them.
+
+They are registered only for the tests that ask (:func:`registered`), never at import: a
+model registered for good would show in every other test's list of forecasters (and in the
+CLI's "known:" message those tests check).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pytest
 
-from aiops.forecast.base import BaseForecaster, register_forecaster
+from aiops.forecast import base
+from aiops.forecast.base import BaseForecaster
 from aiops.types import FloatArray
 
 
@@ -28,4 +35,9 @@ class Offset(BaseForecaster):
         return p, {0.1: p - 1, 0.5: p, 0.9: p + 1}
 
 
-register_forecaster(Offset.name, Offset)
+
+def registered(monkeypatch: pytest.MonkeyPatch, *models: type[BaseForecaster]) -> None:
+    """Register ``models`` until the end of the current test (the registry's own dict,
+    restored by ``monkeypatch``)."""
+    for model in models:
+        monkeypatch.setitem(base._REGISTERED, model.name, model)

@@ -4,8 +4,9 @@ It serves ``POST /api/annotations`` only and answers like Grafana: 401 without t
 bearer token, 400 when the JSON does not have the documented shape (``time`` in epoch
 milliseconds as an integer, ``tags`` a list of strings, ``text`` a non-empty string,
 ``dashboardUID`` a string when present), 200 ``{"message": "Annotation added", "id": N}``
-otherwise. Tests make it fail (``fail_next``) or hang (``delay_s``) on demand and read what
-it received from ``requests`` / ``annotations``.
+otherwise. Tests make it fail (``fail_next``) or hang (``hold``: the answer waits until the
+test sets the event, or ``hold_max_s`` passes) on demand and read what it received from
+``requests`` / ``annotations`` (a request's ``status`` stays 0 until it is answered).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class FakeGrafana:
         self.token = token
         self.requests: list[GrafanaRequest] = []
         self.annotations: list[dict[str, Any]] = []
-        self.delay_s = 0.0
+        self.hold: threading.Event | None = None
+        self.hold_max_s = 30.0
         self._fail: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -95,8 +97,10 @@ class FakeGrafana:
         with self._lock:
             self.requests.append(req)
             fail = self._fail.pop(0) if self._fail else None
-        if self.delay_s and self._stopping.wait(self.delay_s):
-            return
+        if self.hold is not None:
+            self.hold.wait(self.hold_max_s)
+            if self._stopping.is_set():
+                return
         status, payload = self._answer(req, fail)
         req.status = status
         data = json.dumps(payload).encode()
