@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from aiops.config import Config
     from aiops.report.model import Report
+    from aiops.sim.stream import RequestStream
     from aiops.sim.workloads import Workload
     from aiops.train.evaluate import EvalSetup
     from aiops.train.ppo import TrainConfig
@@ -439,13 +440,14 @@ class WorkloadRef:
     duration: float | None = None
     seed: int = 0
 
-    def load(self) -> Workload:
-        """Built once per process (a small LRU: a sweep's jobs reuse a few workloads)."""
+    def load(self) -> Workload | RequestStream:
+        """Built once per process (a small LRU: a sweep's jobs reuse a few workloads); a
+        ServeGen folder as a stream, anything else in memory."""
         cached = _WORKLOADS.get(self)
         if cached is None:
-            from aiops.sim.workloads import resolve_workload
+            from aiops.sim.workloads import resolve_source
 
-            cached = resolve_workload(self.spec, rate_scale=self.rate_scale,
+            cached = resolve_source(self.spec, rate_scale=self.rate_scale,
                                       time_scale=self.time_scale, duration=self.duration,
                                       seed=self.seed)
             _WORKLOADS[self] = cached
@@ -459,7 +461,7 @@ class WorkloadRef:
 WORKLOAD_CACHE = 8
 """Workloads kept per process: a benchmark's handful, not a Ray worker's whole history."""
 
-_WORKLOADS: OrderedDict[WorkloadRef, Workload] = OrderedDict()
+_WORKLOADS: OrderedDict[WorkloadRef, Workload | RequestStream] = OrderedDict()
 
 
 @dataclass(frozen=True)

@@ -654,7 +654,8 @@ def plan_jobs(
 
 def _cost(job: Job) -> float:
     """Rough relative run time, to start the longest runs first."""
-    n = len(load_workload(job.workload, job.index).workload)
+    w = load_workload(job.workload, job.index).workload
+    n = w.duration * float(w.rate(max(w.duration, 1.0))[0]) if w.duration > 0 else 0.0
     return n * (3.0 if job.spec == "oracle" else 1.5 if is_ppo(job.spec) else 1.0)
 
 

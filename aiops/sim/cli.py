@@ -45,14 +45,14 @@ def simulate(
     from aiops.errors import InputError
     from aiops.sim.profiles import load_profile
     from aiops.sim.runner import compare_policies
-    from aiops.sim.workloads import resolve_workload
+    from aiops.sim.workloads import resolve_source
     from aiops.units import parse_duration
 
     specs = policy or list(BASELINES)
     console = Console(width=max(Console().width, 120))
     try:
         prof = load_profile(profile)
-        wl = resolve_workload(workload, rate_scale=rate_scale, time_scale=time_scale,
+        wl = resolve_source(workload, rate_scale=rate_scale, time_scale=time_scale,
                               seed=seed,
                               duration=parse_duration(duration) if duration else None)
         with Progress(TextColumn("{task.description:<24}"), BarColumn(),

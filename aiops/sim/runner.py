@@ -17,6 +17,7 @@ import numpy as np
 from aiops.policy.base import Policy, PolicyContext, PolicyInput
 from aiops.sim.cluster import ClusterSim, SimResult, SloSpec
 from aiops.sim.profiles import Profile
+from aiops.sim.stream import RequestStream
 from aiops.sim.workloads import Workload
 from aiops.types import FloatArray, Forecast, Snapshot
 
@@ -44,16 +45,22 @@ class RunOutput:
     timeline: Timeline
 
 
-def workload_mix(workload: Workload) -> tuple[float, float]:
+def workload_mix(workload: Workload | RequestStream) -> tuple[float, float]:
     """Mean prompt and output tokens of the workload (for capacity planning)."""
-    if len(workload) == 0:
+    if isinstance(workload, Workload):
+        if len(workload) == 0:
+            return 600.0, 150.0
+        return float(np.mean(workload.context_tokens)), float(np.mean(workload.generated_tokens))
+    summary = workload.summary()
+    ctx, gen = summary.get("mean_context_tokens"), summary.get("mean_generated_tokens")
+    if not isinstance(ctx, int | float) or not isinstance(gen, int | float):
         return 600.0, 150.0
-    return float(np.mean(workload.context_tokens)), float(np.mean(workload.generated_tokens))
+    return float(ctx), float(gen)
 
 
 def planning_context(
     profile: Profile,
-    workload: Workload,
+    workload: Workload | RequestStream,
     *,
     min_replicas: int = 1,
     max_replicas: int = 64,
@@ -79,23 +86,24 @@ def planning_context(
     )
 
 
-def initial_replicas(workload: Workload, context: PolicyContext, window_s: float = 300.0) -> int:
+def initial_replicas(workload: Workload | RequestStream, context: PolicyContext,
+                     window_s: float = 300.0) -> int:
     """Replicas to start with: enough for the mean rate of the first ``window_s`` seconds.
 
     Every policy starts from this same count, ready at time 0, so none is penalised by a
     cold start at the beginning of the run.
     """
-    if len(workload) == 0 or context.replica_capacity_rps <= 0:
+    if workload.duration <= 0 or context.replica_capacity_rps <= 0:
         return context.min_replicas
-    span = min(window_s, max(workload.duration, 1.0))
-    head = np.count_nonzero(workload.arrivals < window_s) / span
+    span = min(window_s, workload.duration)
+    head = float(workload.rate(span)[0])
     n = math.ceil(head / context.replica_capacity_rps)
     return int(min(max(n, context.min_replicas), context.max_replicas))
 
 
 def run_policy(
     policy: Policy[Any],
-    workload: Workload,
+    workload: Workload | RequestStream,
     profile: Profile,
     context: PolicyContext,
     *,
@@ -141,12 +149,12 @@ def run_policy(
     return RunOutput(sim.result(), timeline)
 
 
-def peak_replicas(workload: Workload, context: PolicyContext, window_s: float = 60.0) -> int:
+def peak_replicas(workload: Workload | RequestStream, context: PolicyContext,
+                  window_s: float = 60.0) -> int:
     """Replicas the busiest ``window_s`` of the workload needs: the default ``static`` size."""
-    if len(workload) == 0 or context.replica_capacity_rps <= 0:
+    if workload.duration <= 0 or context.replica_capacity_rps <= 0:
         return context.min_replicas
-    counts = np.bincount((workload.arrivals // window_s).astype(np.int64))
-    peak = float(counts.max()) / window_s
+    peak = float(workload.rate(window_s).max())
     n = math.ceil(peak / context.replica_capacity_rps)
     return int(min(max(n, context.min_replicas), context.max_replicas))
 
@@ -215,7 +223,7 @@ class Comparison:
 
 
 def compare_policies(
-    workload: Workload,
+    workload: Workload | RequestStream,
     profile: Profile,
     specs: list[str],
     *,

@@ -838,6 +838,25 @@ def resolve_stream(
                            time_scale=float(time_scale), duration=duration)
 
 
+def resolve_source(
+    spec: str,
+    *,
+    rate_scale: float = 1.0,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    duration: float | None = None,
+    tokens: TokenDistribution | None = None,
+) -> Workload | RequestStream:
+    """What the simulator replays for a ``--workload`` argument: a ServeGen folder as a
+    stream (any length, bounded memory), every other kind in memory (exact percentiles,
+    per-request results). Arguments as :func:`resolve_workload`."""
+    if spec.startswith(SERVEGEN_PREFIX):
+        return resolve_stream(spec, rate_scale=rate_scale, time_scale=time_scale, seed=seed,
+                              duration=duration, tokens=tokens)
+    return resolve_workload(spec, rate_scale=rate_scale, time_scale=time_scale, seed=seed,
+                            duration=duration, tokens=tokens)
+
+
 def materialise(stream: RequestStream) -> Workload:
     """Every request of ``stream`` in memory, for callers that need arrays (the simulator
     until it reads streams, the oracle's plan, reports). Refused with an InputError when the

@@ -23,7 +23,8 @@ from aiops.policy.base import Policy, PolicyContext, PolicySpec
 from aiops.sim.cluster import SimResult, SloSpec
 from aiops.sim.profiles import Profile
 from aiops.sim.runner import ForecastFn, initial_replicas, planning_context, run_policy
-from aiops.sim.workloads import SYNTHETIC_PREFIX, Workload, resolve_workload
+from aiops.sim.stream import RequestStream
+from aiops.sim.workloads import SYNTHETIC_PREFIX, Workload, resolve_source
 from aiops.types import FloatArray, Forecast, Snapshot
 
 EVAL_SEED_BASE = 1_000_003
@@ -39,7 +40,7 @@ class EvalWorkload:
     """An evaluation workload and the spec that rebuilds it (``SPEC[@RATE_SCALE]``)."""
 
     spec: str
-    workload: Workload
+    workload: Workload | RequestStream
 
 
 def parse_eval_spec(text: str) -> tuple[str, float]:
@@ -63,7 +64,7 @@ def load_eval_workloads(specs: Sequence[str]) -> list[EvalWorkload]:
     for i, text in enumerate(specs):
         spec, k = parse_eval_spec(text)
         seed = EVAL_SEED_BASE + i if spec.startswith(SYNTHETIC_PREFIX) else 0
-        out.append(EvalWorkload(text, resolve_workload(spec, rate_scale=k, seed=seed)))
+        out.append(EvalWorkload(text, resolve_source(spec, rate_scale=k, seed=seed)))
     return out
 
 
@@ -138,7 +139,7 @@ class EvalSetup:
             raise InputError(f"min_replicas {self.min_replicas} must lie in "
                              f"[0, max_replicas={self.max_replicas}]")
 
-    def context(self, w: Workload) -> PolicyContext:
+    def context(self, w: Workload | RequestStream) -> PolicyContext:
         return planning_context(self.profile, w, min_replicas=self.min_replicas,
                                 max_replicas=self.max_replicas,
                                 interval_s=self.interval_s, slo=self.slo)

@@ -59,8 +59,9 @@ def scale_up_bound(loop: LiveLoop) -> float:
     """
     p = loop.profile
     batch = p.default_batch_size
-    service = (p.ttft_overhead_s + loop.s.context_tokens / p.prefill_tokens_per_s
-               + loop.s.generated_tokens * p.step_time(batch))
+    ctx = loop.s.context_tokens
+    service = (float(p.idle_ttft(ctx))
+               + loop.s.generated_tokens * p.step_time(batch, ctx + loop.s.generated_tokens))
     return service + loop.s.scrape_interval_s + 2 * loop.s.interval_s + 5.0
 
 
