@@ -13,7 +13,7 @@ replayed per CPU second (one core) and the peak resident memory of that process:
 and prints both side by side; ``--quick`` cuts every case to a tenth for a smoke run.
 
     git worktree add /tmp/aiops-before <commit>
-    python bench/replay.py --nab ../shared/data/nab --servegen ../shared/data/servegen/language/m-small \\
+    python bench/replay.py --nab DATA/nab --servegen DATA/servegen/language/m-small \\
         --baseline /tmp/aiops-before --json out/replay.json
 """
 
