@@ -121,21 +121,20 @@ def feasible_limits(profile: Profile, slo: SloSpec) -> tuple[float, float]:
     return max_ctx, max_held
 
 
-def _quantiles(x: FloatArray, q1: float, q2: float) -> tuple[float, float]:
-    """Two quantiles of ``x`` as ``np.quantile`` computes them (linear interpolation), NaN
-    when empty: a partition instead of a sort, since a snapshot asks every step."""
+def _exact(x: FloatArray, qs: tuple[float, ...]) -> list[float]:
+    """``np.quantile(x, qs)`` (linear interpolation) with one partition instead of a sort."""
     n = x.size
     if n == 0:
-        return math.nan, math.nan
-    pos = (q1 * (n - 1), q2 * (n - 1))
-    idx = sorted({math.floor(p) for p in pos} | {min(math.floor(p) + 1, n - 1) for p in pos})
-    part = np.partition(x, idx)
+        return [math.nan] * len(qs)
+    pos = [q * (n - 1) for q in qs]
+    kth = sorted({math.floor(p) for p in pos} | {min(math.floor(p) + 1, n - 1) for p in pos})
+    part = np.partition(x, kth)
     out = []
     for p in pos:
         lo = math.floor(p)
         hi = min(lo + 1, n - 1)
         out.append(float(part[lo] + (p - lo) * (part[hi] - part[lo])))
-    return out[0], out[1]
+    return out
 
 
 @dataclass
@@ -302,6 +301,7 @@ class ClusterSim:
         self._tpot_hist = np.zeros(len(TPOT_BUCKETS) + 1)
         self._ttft_sum = 0.0
         self._tpot_sum = 0.0
+        self._scraped = False  # histograms are kept once prometheus_metrics() was called
         self._win_ttft: list[FloatArray] = []  # window values drained before the window ended
         self._win_tpot: list[FloatArray] = []
         self._win_f0 = 0  # log rows where the current window starts
@@ -309,9 +309,12 @@ class ClusterSim:
         self._win_start = 0.0
         self._win_counters = self._st.copy()
         self._win_busy = 0.0
+        self._totals = np.zeros(6)
 
         # Pods.
-        self._pods: list[_Pod] = []
+        self._pods: list[_Pod] = []  # every pod that exists (gone ones leave)
+        self._starting_count = 0
+        self._draining_count = 0
         self._desired = replicas
         self.gpu_seconds = 0.0
         self._cost_upto = 0.0
@@ -319,7 +322,7 @@ class ClusterSim:
         self.scale_downs = 0
         self.max_replicas = replicas
         for _ in range(replicas):
-            pod = _Pod(self.batch_size, 0.0, 0.0)
+            pod = _Pod(self.batch_size, 0.0, 0.0, state="ready")
             self._pods.append(pod)
             self._make_ready(pod, 0.0)
 
@@ -458,11 +461,15 @@ class ClusterSim:
 
     @property
     def starting_replicas(self) -> int:
-        return sum(1 for p in self._pods if p.state == "starting")
+        return self._n_starting
+
+    @property
+    def _n_starting(self) -> int:
+        return self._starting_count
 
     @property
     def draining_replicas(self) -> int:
-        return sum(1 for p in self._pods if p.state == "draining")
+        return self._draining_count
 
     def replica_batch_sizes(self) -> list[int]:
         """``--max-num-seqs`` of each ready pod (a rollout shows old and new side by side)."""
@@ -486,7 +493,7 @@ class ClusterSim:
         """Every request of the workload arrived and completed, and no pod is draining."""
         return (self._exhausted()
                 and int(self._st[kn.G_COMPLETED]) >= self._loaded
-                and not any(p.state == "draining" for p in self._pods))
+                and self._draining_count == 0)
 
     def _exhausted(self) -> bool:
         """No request is left to load from the workload."""
@@ -505,11 +512,15 @@ class ClusterSim:
         if replicas > current:
             self.scale_ups += 1
             for _ in range(replicas - current):
-                self._pods.append(_Pod(self.batch_size, now, now + self.profile.cold_start_s))
+                self._add_starting(now)
         elif replicas < current:
             self.scale_downs += 1
             self._remove(current - replicas)
         self._note_max()
+
+    def _add_starting(self, now: float) -> None:
+        self._pods.append(_Pod(self.batch_size, now, now + self.profile.cold_start_s))
+        self._starting_count += 1
 
     def _note_max(self) -> None:
         alive = sum(1 for p in self._pods if p.state in ("starting", "ready"))
@@ -544,12 +555,15 @@ class ClusterSim:
 
     def _end_pod(self, p: _Pod, t: float) -> None:
         self._charge(t)
+        if p.state == "starting":
+            self._starting_count -= 1
         p.state = "gone"
         p.ended = t
         self._pods.remove(p)
 
     def _drain(self, p: _Pod) -> None:
         p.state = "draining"
+        self._draining_count += 1
         r = p.slot
         self._ri[r, kn.RSTATE] = kn.RS_DRAINING
         if (self._ri[r, kn.KIND] == kn.K_IDLE and self._ri[r, kn.Q_LEN] == 0
@@ -569,6 +583,7 @@ class ClusterSim:
         kn.tree_set(self._tt, self._ti, r, math.inf)
         self._free_slots.append(r)
         p.state = "gone"
+        self._draining_count -= 1
         p.ended = t
         self._pods.remove(p)
 
@@ -577,6 +592,8 @@ class ClusterSim:
             self._alloc_replicas(self._rr.shape[0] * 2)
         r = self._free_slots.pop()
         p.slot = r
+        if p.state == "starting":
+            self._starting_count -= 1
         p.state = "ready"
         self._rr[r] = 0.0
         self._rr[r, kn.R_NEXT] = math.inf
@@ -616,14 +633,14 @@ class ClusterSim:
         needed_new = len(old) - len(starting)
         now = self.time
         for _ in range(max(0, min(room, needed_new))):
-            self._pods.append(_Pod(self.batch_size, now, now + self.profile.cold_start_s))
+            self._add_starting(now)
         self._note_max()
 
     # ------------------------------------------------------------- cost
     def _charge(self, t: float) -> None:
         """GPU-seconds of every pod that exists, from the last charge up to ``t``."""
         if t > self._cost_upto:
-            pods = sum(1 for p in self._pods if p.state != "gone")
+            pods = len(self._pods)  # gone pods leave the list
             self.gpu_seconds += pods * self.profile.gpus_per_replica * (t - self._cost_upto)
             self._cost_upto = t
 
@@ -636,13 +653,15 @@ class ClusterSim:
         self._win_c0 = int(self._st[kn.G_NCOMP_LOG])
         self._win_start = self.time
         self._win_counters = self._st.copy()
-        self._win_busy = float(self._rr[:, kn.R_BUSY].sum())
+        kn.fleet_totals(self._rr, self._ri, self._nrep, self._totals)
+        self._win_busy = float(self._totals[5])
         self._run_until(self.time + seconds)
 
     def _run_until(self, t_end: float) -> None:
         while True:
             now = self.time
-            starting = [p for p in self._pods if p.state == "starting"]
+            starting = [p for p in self._pods if p.state == "starting"] if self._any_starting(
+            ) else []
             nxt = min((p.ready_at for p in starting), default=math.inf)
             if nxt <= now + 1e-9:
                 for p in starting:
@@ -665,7 +684,12 @@ class ClusterSim:
             if horizon >= t_end:
                 return
 
+    def _any_starting(self) -> bool:
+        return self._starting_count > 0
+
     def _collect_gone(self) -> None:
+        if self._draining_count == 0:
+            return
         for p in [p for p in self._pods if p.state == "draining"]:
             if self._ri[p.slot, kn.RSTATE] == kn.RS_GONE:
                 self._release(p, float(self._rr[p.slot, kn.R_GONE]))
@@ -687,27 +711,32 @@ class ClusterSim:
 
     def _drain_logs(self) -> None:
         """Fold the kernel's logs into the summaries and empty them (the current window's
-        rows are kept aside for :meth:`snapshot`)."""
+        rows are kept aside for :meth:`snapshot`). Percentile sketches only without
+        per-request arrays (those give exact percentiles); vLLM's histograms only once
+        someone scrapes (:meth:`prometheus_metrics`)."""
         nf = int(self._st[kn.G_NFIRST_LOG])
         if nf:
-            ttft = self._flog[:nf].copy()
-            self._win_ttft.append(ttft[self._win_f0:])
+            ttft = self._flog[:nf]  # a view: the kernel writes again only after this
+            self._win_ttft.append(ttft[self._win_f0:].copy())
             self._win_f0 = 0
             self._st[kn.G_NFIRST_LOG] = 0
-            self._ttft_sketch.update(ttft)
-            self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, ttft),
-                                           minlength=len(TTFT_BUCKETS) + 1)
-            self._ttft_sum += float(ttft.sum())
+            if not self.keep_requests:
+                self._ttft_sketch.update(ttft)
+            if self._scraped:
+                self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, ttft),
+                                               minlength=len(TTFT_BUCKETS) + 1)
+                self._ttft_sum += float(ttft.sum())
         nc = int(self._st[kn.G_NCOMP_LOG])
         if nc:
-            log = self._clog[:nc].copy()
+            log = self._clog[:nc]
             tpot = log[:, kn.C_TPOT]
-            self._win_tpot.append(tpot[self._win_c0:])
+            self._win_tpot.append(tpot[self._win_c0:].copy())
             self._win_c0 = 0
             self._st[kn.G_NCOMP_LOG] = 0
             tp = tpot[~np.isnan(tpot)]
-            if tp.size:
+            if tp.size and not self.keep_requests:
                 self._tpot_sketch.update(tp)
+            if tp.size and self._scraped:
                 self._tpot_hist += np.bincount(np.searchsorted(TPOT_BUCKETS, tp),
                                                minlength=len(TPOT_BUCKETS) + 1)
                 self._tpot_sum += float(tp.sum())
@@ -752,37 +781,36 @@ class ClusterSim:
     def snapshot(self) -> Snapshot:
         """What Prometheus would show about the last step (sums over ready pods)."""
         window = max(self.time - self._win_start, 1e-9)
-        slots = self._ready_slots()
-        ready = len(slots)
+        totals = self._totals
+        kn.fleet_totals(self._rr, self._ri, self._nrep, totals)
+        ready = int(totals[0])
         ttft = self._flog[self._win_f0:int(self._st[kn.G_NFIRST_LOG])]
         tpot = self._clog[self._win_c0:int(self._st[kn.G_NCOMP_LOG]), kn.C_TPOT]
         if self._win_ttft:
             ttft = np.concatenate([*self._win_ttft, ttft])
         if self._win_tpot:
             tpot = np.concatenate([*self._win_tpot, tpot])
-        tpot = tpot[~np.isnan(tpot)]
-        ttft50, ttft99 = _quantiles(ttft, 0.5, 0.99)
-        _, tpot99 = _quantiles(tpot, 0.5, 0.99)
-        kv_used = float(self._rr[slots, kn.R_KVDEC].sum() + self._rr[slots, kn.R_KVPF].sum())
-        kv = kv_used / (ready * self.profile.kv_cache_tokens) if ready else 0.0
-        busy = float(self._rr[:, kn.R_BUSY].sum()) - self._win_busy
-        pods = ready + self.draining_replicas
+        ttft50, ttft99 = kn.two_quantiles(np.ascontiguousarray(ttft), 0.5, 0.99, False)
+        _, tpot99 = kn.two_quantiles(np.ascontiguousarray(tpot), 0.5, 0.99, True)
+        kv = totals[3] / (ready * self.profile.kv_cache_tokens) if ready else 0.0
+        busy = float(totals[5]) - self._win_busy
+        pods = ready + int(totals[4])
         util = min(1.0, busy / (window * pods)) if pods else math.nan
         return Snapshot(
             time=self.time + self.time_offset,
-            replicas=self.desired_replicas,
+            replicas=self._desired,
             ready_replicas=ready,
             batch_size=self.batch_size,
-            requests_running=self.requests_running,
-            requests_waiting=float(self.requests_waiting),
+            requests_running=float(totals[1]),
+            requests_waiting=float(totals[2] + self._st[kn.G_GW_LEN]),
             kv_cache_usage=float(min(kv, 1.0)),
             arrival_rate=self._window(kn.G_ARRIVED) / window,
             prompt_tokens_rate=self._window(kn.G_PREFILL_TOKENS) / window,
             generation_tokens_rate=self._window(kn.G_GEN_TOKENS) / window,
             ttft_p50=float(ttft50),
             ttft_p99=float(ttft99),
-            tpot_p99=tpot99,
-            starting_replicas=self.starting_replicas,
+            tpot_p99=float(tpot99),
+            starting_replicas=self._n_starting,
             gpu_utilization=util,
         )
 
@@ -820,6 +848,14 @@ class ClusterSim:
         Histograms are ``{"le": count}`` maps (cumulative, with ``+Inf``), names as vLLM
         exports them, so the daemon's queries run unchanged against the simulator.
         """
+        if not self._scraped:
+            # Histograms start with the first scrape, as a real server's metrics start with
+            # its process: counts before it are folded in once, from the per-request
+            # arrays where there are some.
+            self._drain_logs()
+            self._scraped = True
+            if self.keep_requests:
+                self._backfill_histograms()
         self._drain_logs()
         slots = self._ready_slots()
         ready = len(slots)
@@ -851,6 +887,16 @@ class ClusterSim:
             "kube_deployment_status_replicas_ready": float(ready),
             "kube_deployment_status_replicas": float(ready + self.starting_replicas),
         }
+
+    def _backfill_histograms(self) -> None:
+        tt = self._ttft[~np.isnan(self._ttft)]
+        tp = self._tpot[~np.isnan(self._tpot)]
+        self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, tt),
+                                       minlength=len(TTFT_BUCKETS) + 1)
+        self._tpot_hist += np.bincount(np.searchsorted(TPOT_BUCKETS, tp),
+                                       minlength=len(TPOT_BUCKETS) + 1)
+        self._ttft_sum += float(tt.sum())
+        self._tpot_sum += float(tp.sum())
 
     def result(self) -> SimResult:
         """Per-request accounting over the whole workload."""
@@ -899,11 +945,10 @@ class ClusterSim:
         if self.keep_requests:
             tt = self._ttft[~np.isnan(self._ttft)]
             tp = self._tpot[~np.isnan(self._tpot)]
-            q_tt = np.quantile(tt, (0.5, 0.9, 0.99)) if tt.size else (math.nan,) * 3
-            q_tp = np.quantile(tp, (0.5, 0.99)) if tp.size else (math.nan,) * 2
-            return {"ttft50": float(q_tt[0]), "ttft90": float(q_tt[1]),
-                    "ttft99": float(q_tt[2]), "tpot50": float(q_tp[0]),
-                    "tpot99": float(q_tp[1])}
+            q_tt = _exact(tt, (0.5, 0.9, 0.99))
+            q_tp = _exact(tp, (0.5, 0.99))
+            return {"ttft50": q_tt[0], "ttft90": q_tt[1], "ttft99": q_tt[2],
+                    "tpot50": q_tp[0], "tpot99": q_tp[1]}
         out: dict[str, float] = {}
         for key, sk, p in (("ttft50", self._ttft_sketch, 0.5), ("ttft90", self._ttft_sketch, 0.9),
                            ("ttft99", self._ttft_sketch, 0.99), ("tpot50", self._tpot_sketch, 0.5),
