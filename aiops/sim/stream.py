@@ -33,9 +33,9 @@ import numpy as np
 from aiops.sim.workloads import Workload
 from aiops.types import FloatArray, IntArray
 
-DEFAULT_CHUNK_S = 3600.0
-"""Window the simulator asks for: an hour of a 1,000 requests/s service is ~86 MB of
-request arrays, and an hour is long against any request's lifetime."""
+DEFAULT_CHUNK_S = 600.0
+"""Window the simulator asks for: ten minutes (ServeGen's own window) of a 4,000 requests/s
+service is ~60 MB of request arrays, and long against any request's lifetime."""
 
 
 @dataclass(frozen=True)
