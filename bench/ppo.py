@@ -1,5 +1,9 @@
 """The shipped PPO policy against hpa, keda, predictive and the oracle, on held-out workloads.
 
+``--policy DIR`` (repeatable) compares several trained policies side by side (e.g. the
+batch-size ablation: ``--policy policies/default --policy /tmp/fixed-batch``); their rows
+are ``ppo`` for one policy, ``ppo[DIRNAME]`` for several.
+
 Every policy runs the same workload from the same starting fleet through the simulator loop
 of ``aiops simulate`` and sees the same forecast (a naive last-value forecast with empirical
 quantiles, refitted each decision; ``--no-forecast`` to run without one, in which case
@@ -90,7 +94,7 @@ def measure_training(steps: int, seed: int) -> float:
     cfg = TrainConfig(workloads=("synthetic:diurnal-bursty", "synthetic:flash-crowd"),
                       eval_workloads=("synthetic:steady",), timesteps=steps,
                       output=Path(tempfile.gettempdir()) / "unused", seed=seed)
-    venv = make_vec_env(cfg, load_profile(cfg.profile))
+    venv = make_vec_env(cfg, [load_profile(cfg.profile)])
     h = cfg.hyper
     model = PPO("MlpPolicy", venv, n_steps=h.n_steps, batch_size=h.batch_size,
                 n_epochs=h.n_epochs, seed=seed, device="cpu", verbose=0,
@@ -105,7 +109,8 @@ def measure_training(steps: int, seed: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR)
+    ap.add_argument("--policy", type=Path, action="append",
+                    help="a trained policy directory (repeatable; default policies/default)")
     ap.add_argument("--workload", action="append")
     ap.add_argument("--baseline", action="append")
     ap.add_argument("--profile", default="llama3-8b-a100")
@@ -119,26 +124,30 @@ def main() -> None:
     setup = EvalSetup(profile, max_replicas=args.max_replicas,
                       with_forecast=not args.no_forecast)
     evals = [parse_workload(t, i) for i, t in enumerate(args.workload or DEFAULT_WORKLOADS)]
-    meta = read_meta(args.policy)
+    policies: list[Path] = args.policy or [DEFAULT_POLICY_DIR]
+    names = (["ppo"] if len(policies) == 1 else [f"ppo[{p.name}]" for p in policies])
+    meta = read_meta(policies[0])
     table, notes = baseline_table(evals, setup, tuple(args.baseline or BASELINES))
     out: dict[str, Any] = {}
     for ew in evals:
         ctx = setup.context(ew.workload)
-        agent = PpoPolicy.from_spec(PolicySpec.parse(f"ppo:path={args.policy}"), ctx)
-        rows = {"ppo": result_row(run_on(agent, ew, setup), profile, setup.slo_miss_usd),
-                **table[ew.spec]}
-        ppo = rows["ppo"]
+        agents = {}
+        for name, directory in zip(names, policies, strict=True):
+            agent = PpoPolicy.from_spec(PolicySpec.parse(f"ppo:path={directory}"), ctx)
+            agents[name] = result_row(run_on(agent, ew, setup), profile, setup.slo_miss_usd)
+        rows = {**agents, **table[ew.spec]}
+        ppo = rows[names[0]]
         versus = {
             name: {"gpu_hours_saved_pct": round(100 * (1 - ppo["gpu_hours"] / r["gpu_hours"]), 1)
                    if r["gpu_hours"] > 0 else None,
                    "slo_attainment_diff_pts": round(100 * (ppo["slo_attainment"]
                                                            - r["slo_attainment"]), 2)}
-            for name, r in rows.items() if name != "ppo"}
+            for name, r in rows.items() if name != names[0]}
         out[ew.spec] = {"workload": ew.workload.summary(), "results": rows, "ppo_vs": versus}
     trained = meta.get("training", {})
     print(json.dumps({
         "benchmark": "ppo",
-        "policy": str(args.policy),
+        "policy": [str(p) for p in policies],
         "sha256": meta.get("sha256"),
         "command": meta.get("command"),
         "forecast": None if args.no_forecast else "naive",

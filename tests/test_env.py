@@ -1,4 +1,4 @@
-"""The gymnasium environment: API conformance, reward semantics, feature parity."""
+"""The gymnasium environment: API conformance, reward semantics, train/serve parity."""
 
 from __future__ import annotations
 
@@ -132,3 +132,89 @@ def test_an_error_budget_prices_only_the_misses_beyond_it(workload) -> None:  # 
     assert part == pytest.approx(missed - 0.005 * requests, abs=1e-6)
     free, _, _ = episode(0.05)
     assert free == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- agent mode
+def agent_meta(batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)):  # type: ignore[no-untyped-def]
+    from aiops.policy.ppo import DEFAULT_FACTORS
+    from aiops.train.ppo import inference_meta
+
+    wide = {"min": [float(x) for x in LOW], "max": [float(x) for x in HIGH],
+            "max_arrival_rate": 0.0}
+    return inference_meta(DEFAULT_FACTORS, batch_sizes, wide, (8, 8))
+
+
+class ObsModel:
+    """A deterministic 'network' whose action depends on the observation (so a difference
+    in what the environment and the daemon see shows up as a different action)."""
+
+    def __init__(self, n_factors: int, n_batches: int) -> None:
+        self.n_factors, self.n_batches = n_factors, n_batches
+
+    def act(self, obs: np.ndarray) -> tuple[int, int]:  # type: ignore[type-arg]
+        h = int(abs(float(obs.sum())) * 1000)
+        return h % self.n_factors, (h // 7) % self.n_batches
+
+
+def test_the_environment_decides_as_the_deployed_policy() -> None:
+    """Train/serve parity of the whole decision: an episode of the agent-mode environment,
+    driven by a model, and ``aiops simulate``'s loop running ``PpoPolicy`` with the same
+    model on the same workload and profile take the same replicas and batch size at every
+    step (features, forecast, base plan, residual, floor and batch shield included)."""
+    from aiops.policy.ppo import PpoPolicy, build_fallback
+    from aiops.sim.runner import initial_replicas, planning_context, run_policy
+    from aiops.train.evaluate import naive_forecast_fn
+
+    profile = load_profile("llama3-8b-a100-pull")
+    w = synthetic("flash-crowd", seed=2, duration=1800.0)
+    meta = agent_meta()
+    model = ObsModel(len(meta.factors), len(meta.batch_sizes))
+    env = AutoscaleEnv([w], [profile], episode_s=1800.0, max_replicas=64, agent=meta,
+                       forecast=naive_forecast_fn, churn_usd=0.0)
+    obs, _ = env.reset(seed=0)
+    env_rows = []
+    truncated = False
+    while not truncated:
+        obs, _, _, truncated, info = env.step(np.array(model.act(obs)))
+        env_rows.append((info["replicas"], info["batch_size"]))
+
+    ctx = planning_context(profile, w, max_replicas=64)
+    base, name = build_fallback(ctx)
+    policy = PpoPolicy(model, meta, fallback=base, fallback_name=name)
+    out = run_policy(policy, w, profile, ctx, start_replicas=initial_replicas(w, ctx),
+                     forecast_fn=naive_forecast_fn(ctx))
+    sim_rows = [(int(r), int(b)) for r, b in zip(out.timeline.desired, out.timeline.batch,
+                                                   strict=True)]
+    assert env_rows == sim_rows
+    assert len({r for r, _ in env_rows}) > 3 and len({b for _, b in env_rows}) > 1
+    assert any("shield" in r for r in out.timeline.reasons)  # the shield acted too
+
+
+def test_agent_mode_draws_profiles_and_keeps_a_fixed_batch() -> None:
+    """Several profiles: each episode runs on one of them (the cold start in the
+    observation says which); a one-size batch head never changes the batch."""
+    from aiops.features import FEATURE_NAMES as NAMES
+    from aiops.train.evaluate import naive_forecast_fn
+
+    profiles = [load_profile("llama3-8b-a100"), load_profile("llama3-8b-a100-pull")]
+    w = synthetic("step", seed=1, duration=1200.0)
+    env = AutoscaleEnv([w], profiles, episode_s=600.0, agent=agent_meta((64,)),
+                       forecast=naive_forecast_fn)
+    assert env.action_space.nvec.tolist() == [11, 1]
+    seen = set()
+    i = NAMES.index("cold_start_per_10min")
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        seen.add((env.profile.name, round(float(obs[i]), 3)))
+        for _ in range(10):
+            obs, _, _, _, info = env.step(env.action_space.sample())
+            assert info["batch_size"] == 64
+    assert seen == {("llama3-8b-a100", 0.15), ("llama3-8b-a100-pull", 0.5)}
+
+
+def test_agent_mode_passes_the_gymnasium_checker(workload) -> None:  # type: ignore[no-untyped-def]
+    from aiops.train.evaluate import naive_forecast_fn
+
+    env = AutoscaleEnv([workload], PROFILE, episode_s=600.0, agent=agent_meta(),
+                       forecast=naive_forecast_fn)
+    check_env(env, skip_render_check=True)

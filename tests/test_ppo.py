@@ -21,8 +21,7 @@ from aiops.features import FEATURE_NAMES, HIGH, LOW, N_FEATURES
 from aiops.policy import make_policy
 from aiops.policy.base import PolicyContext, PolicyInput, PolicySpec
 from aiops.policy.ppo import (
-    DEFAULT_HEADROOM,
-    HOLD,
+    DEFAULT_FACTORS,
     PpoChecksumError,
     PpoLoadError,
     PpoMeta,
@@ -35,8 +34,9 @@ from aiops.policy.ppo import (
     ShieldConfig,
     load_ppo_artifact,
     load_ppo_or_fallback,
-    replica_target,
+    residual_target,
     sha256_file,
+    stabilize_factor,
 )
 from aiops.sim.profiles import load_profile
 from aiops.sim.runner import compare_policies
@@ -82,7 +82,7 @@ def flat_forecast(rate: float, steps: int = 8, start: float = 1015.0) -> Forecas
 
 @dataclass
 class FixedModel:
-    """An ActionModel that always answers the same (headroom index, batch index)."""
+    """An ActionModel that always answers the same (factor index, batch index)."""
 
     action: tuple[int, int]
     calls: int = 0
@@ -92,29 +92,39 @@ class FixedModel:
         return self.action
 
 
+@dataclass
 class StubFallback:
-    """Stands in for `predictive` so the handover is visible in the recommendation."""
+    """Stands in for `predictive` (the base policy) so its plan and the handover are
+    visible in the recommendation."""
 
+    replicas: int = 7
     name = "stub"
 
     def initial_state(self) -> int:
         return 0
 
     def decide(self, inp: PolicyInput, state: int) -> tuple[Recommendation, int]:
-        return Recommendation(7, None, "stub fallback: 7 replicas",
-                              {"fallback_replicas": 7.0}), state + 1
+        return Recommendation(self.replicas, None, f"stub fallback: {self.replicas} replicas",
+                              {"fallback_replicas": float(self.replicas)}), state + 1
 
 
 def wide_meta(max_rate: float = 100.0) -> PpoMeta:
     """A meta whose training range covers every feature value (no OOD on features)."""
-    return PpoMeta(headroom=DEFAULT_HEADROOM, batch_sizes=BATCHES, feature_min=LOW.copy(),
+    return PpoMeta(factors=DEFAULT_FACTORS, batch_sizes=BATCHES, feature_min=LOW.copy(),
                    feature_max=HIGH.copy(), max_arrival_rate=max_rate)
 
 
 def stub_policy(action: tuple[int, int], shield: ShieldConfig | None = None,
-                max_rate: float = 100.0) -> PpoPolicy:
+                max_rate: float = 100.0, base: int = 7) -> PpoPolicy:
     return PpoPolicy(FixedModel(action), wide_meta(max_rate), shield=shield,
-                     fallback=StubFallback(), fallback_name="predictive")
+                     fallback=StubFallback(base), fallback_name="predictive")
+
+
+def factor(f: float) -> int:
+    return DEFAULT_FACTORS.index(f)
+
+
+ONE = factor(1.0)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -130,7 +140,7 @@ def test_round_trip_gives_the_same_actions_as_sb3(policy_dir: Path) -> None:
     ours = [model.act(o) for o in obs]
     theirs = [tuple(int(x) for x in reference.predict(o, deterministic=True)[0]) for o in obs]
     assert ours == theirs
-    assert all(0 <= h < len(meta.headroom) for h, _ in ours)
+    assert all(0 <= h < len(meta.factors) for h, _ in ours)
     # Equal argmaxes could hide different weights (a flat policy acts the same everywhere):
     # the action probabilities themselves must agree, and differ between observations.
     assert isinstance(model, SbActor)
@@ -284,7 +294,8 @@ HYP = settings(max_examples=150, deadline=None,
 
 
 @HYP
-@given(head=st.integers(0, len(DEFAULT_HEADROOM) - 1), batch=st.integers(0, 4),
+@given(head=st.integers(0, len(DEFAULT_FACTORS) - 1), batch=st.integers(0, 4),
+       base=st.integers(0, 80),
        replicas=st.integers(1, 64), ready=st.integers(0, 64),
        rate=st.floats(0.0, 300.0), waiting=st.floats(0.0, 500.0),
        forecast_rate=st.one_of(st.none(), st.floats(0.0, 300.0)),
@@ -292,12 +303,12 @@ HYP = settings(max_examples=150, deadline=None,
        since_change=st.floats(0.0, 1000.0),
        tpot_cap=st.sampled_from([0, 32, 128]), current_batch=st.sampled_from(BATCHES))
 def test_shielded_decision_respects_floor_and_batch_rules(
-        head: int, batch: int, replicas: int, ready: int, rate: float, waiting: float,
-        forecast_rate: float | None, margin: float, since_change: float,
+        head: int, batch: int, base: int, replicas: int, ready: int, rate: float,
+        waiting: float, forecast_rate: float | None, margin: float, since_change: float,
         tpot_cap: int, current_batch: int) -> None:
     ctx = replace(CTX, max_batch_for_tpot=tpot_cap)
     shield = ShieldConfig(floor_margin=margin)
-    policy = stub_policy((head, batch), shield, max_rate=1e6)
+    policy = stub_policy((head, batch), shield, max_rate=1e6, base=base)
     s = snap(replicas=replicas, ready_replicas=min(ready, replicas), arrival_rate=rate,
              requests_waiting=waiting, requests_running=min(ready, replicas) * 32.0,
              batch_size=current_batch)
@@ -321,29 +332,48 @@ def test_shielded_decision_respects_floor_and_batch_rules(
         assert new_state.last_batch_change == s.time
         if tpot_cap and rec.batch_size > s.batch_size:
             assert rec.batch_size <= tpot_cap  # never grown past the TPOT-safe batch
-    if rec.replicas != int(rec.details["stabilized_replicas"]):  # the shield overrode it
+    # The residual: the factor times the base's plan (within bounds), or the floor above it.
+    bounded = min(max(base, CTX.min_replicas), CTX.max_replicas)
+    asked = min(max(residual_target(bounded, DEFAULT_FACTORS[head]), CTX.min_replicas),
+                CTX.max_replicas)
+    assert rec.details["model_replicas"] == asked
+    assert rec.replicas == max(asked, floor.replicas)
+    if rec.replicas != asked:  # the shield overrode it
         assert rec.details.get("shield_floor") == 1.0
         assert f"floor {rec.replicas}" in rec.reason
 
 
 def test_floor_holds_against_a_model_that_wants_too_few() -> None:
-    policy = stub_policy((DEFAULT_HEADROOM.index(0.9), 2))
+    policy = stub_policy((factor(0.7), 2))
     inp = PolicyInput(snap(replicas=10, arrival_rate=5.0), CTX, forecast=flat_forecast(40.0))
     rec, _ = policy.decide(inp, policy.initial_state())
     assert rec.replicas == 8  # 40 req/s median / 5 req/s per replica
     assert "floor 8" in rec.reason and "median forecast up to 40.0" in rec.reason
-    assert rec.details["shield_floor"] == 1.0 and rec.details["model_replicas"] == 1.0
+    assert rec.details["shield_floor"] == 1.0
+    assert rec.details["model_replicas"] == 5.0  # 0.7 x the base's 7, rounded up
 
 
 def test_floor_margin_tightens_the_floor() -> None:
-    policy = stub_policy((DEFAULT_HEADROOM.index(0.9), 2), ShieldConfig(floor_margin=0.5))
+    policy = stub_policy((factor(0.7), 2), ShieldConfig(floor_margin=0.5))
     inp = PolicyInput(snap(replicas=10, arrival_rate=5.0), CTX, forecast=flat_forecast(40.0))
     rec, _ = policy.decide(inp, policy.initial_state())
     assert rec.replicas == 12 and "margin +50%" in rec.reason
 
 
+def test_the_factor_multiplies_the_base_plan() -> None:
+    for f, base, want in ((1.0, 7, 7), (1.5, 7, 11), (3.0, 7, 21), (0.8, 20, 16)):
+        policy = stub_policy((factor(f), 2), base=base)
+        rec, _ = policy.decide(PolicyInput(snap(replicas=3, arrival_rate=1.0), CTX,
+                                           forecast=flat_forecast(1.0)),
+                               policy.initial_state())
+        assert rec.replicas == want, (f, base)
+        assert rec.details["base_replicas"] == base and rec.details["factor"] == f
+        assert f"×{f:g} over predictive's {base}" in rec.reason
+        assert "stub fallback" in rec.reason  # the base's own reason comes along
+
+
 def test_floor_without_forecast_is_the_hpa_answer() -> None:
-    policy = stub_policy((DEFAULT_HEADROOM.index(0.9), 2))
+    policy = stub_policy((factor(0.7), 2), base=2)
     # 4 ready pods, 200 requests in the system at batch 64: HPA (target 0.7) wants 5.
     s = snap(replicas=4, ready_replicas=4, requests_running=180.0, requests_waiting=20.0,
              arrival_rate=1.0)
@@ -415,7 +445,7 @@ def test_batch_the_target_does_not_offer_is_blocked() -> None:
     assert rec.batch_size is None and "not one the target offers" in rec.reason
 
 
-HOLD_INDEX = DEFAULT_HEADROOM.index(HOLD)
+HOLD_INDEX = ONE
 
 
 def test_load_ten_times_beyond_training_hands_over() -> None:
@@ -476,32 +506,63 @@ def test_ood_hands_over_to_the_real_predictive_policy() -> None:
     assert name == "predictive" and "handed to predictive" in rec.reason
 
 
-def test_scale_down_is_stabilized_for_one_cold_start() -> None:
-    policy = stub_policy((DEFAULT_HEADROOM.index(1.0), 2))
-    state = policy.initial_state()
+def test_a_lowered_factor_waits_one_cold_start() -> None:
+    state = stub_policy((ONE, 2)).initial_state()
 
-    def at(t: float, rate: float, replicas: int) -> Recommendation:
+    def at(t: float, f: float) -> Recommendation:
         nonlocal state
-        inp = PolicyInput(snap(time=t, replicas=replicas, arrival_rate=rate,
-                               requests_running=1.0), CTX,
-                          forecast=flat_forecast(1.0, start=t + 15.0))
+        policy = stub_policy((factor(f), 2))
+        inp = PolicyInput(snap(time=t, replicas=7, arrival_rate=1.0, requests_running=1.0),
+                          CTX, forecast=flat_forecast(1.0, start=t + 15.0))
         rec, state = policy.decide(inp, state)
         return rec
 
-    assert at(1000.0, 50.0, 4).replicas == 10  # scaling up is immediate
-    rec = at(1015.0, 5.0, 10)  # the spike is over: the model wants 1
-    assert rec.replicas == 10 and "scale-down stabilized at 10" in rec.reason
-    assert rec.details["model_replicas"] == 1.0
-    assert at(1075.0, 5.0, 10).replicas == 10  # 75 s after the high target: still held
-    assert at(1095.0, 5.0, 10).replicas == 1  # one cold start (90 s) later: released
+    assert at(1000.0, 3.0).replicas == 21  # raising the factor is immediate
+    rec = at(1015.0, 1.0)  # the model is back to the base plan
+    assert rec.replicas == 21 and "×3 still in force" in rec.reason
+    assert rec.details["model_factor"] == 1.0 and rec.details["factor"] == 3.0
+    assert at(1075.0, 1.0).replicas == 21  # 75 s after the high factor: still held
+    assert at(1095.0, 1.0).replicas == 7  # one cold start (90 s) later: released
 
 
-def test_headroom_target() -> None:
-    assert replica_target(5, HOLD, 100.0, 5.0) == 5
-    assert replica_target(5, 1.0, 20.0, 5.0) == 4
-    assert replica_target(5, 1.5, 21.0, 5.0) == 7
-    assert replica_target(5, 2.0, 0.0, 5.0) == 0
-    assert replica_target(5, 2.0, 10.0, 0.0) == 5  # unknown capacity: hold
+def test_residual_target_and_factor_stabilization() -> None:
+    assert residual_target(7, 1.0) == 7
+    assert residual_target(7, 1.1) == 8  # 7.7: rounded up
+    assert residual_target(10, 1.1) == 11  # exactly 11, not 12 from rounding noise
+    assert residual_target(0, 3.0) == 0
+    f, recent = stabilize_factor(2.0, 100.0, (), 90.0)
+    assert f == 2.0 and recent == ((100.0, 2.0),)
+    f, recent = stabilize_factor(0.8, 150.0, recent, 90.0)
+    assert f == 2.0  # the 2.0 of 50 s ago is still in force
+    f, recent = stabilize_factor(0.8, 190.0, recent, 90.0)
+    assert f == 0.8 and recent == ((150.0, 0.8), (190.0, 0.8))  # 90 s old: forgotten
+
+
+def test_a_factor_of_one_is_the_base_policy() -> None:
+    """The residual builds on predictive's own decisions: with factor 1 throughout, the
+    agent's replicas are predictive's at every tick, except where the shield's floor (the
+    median forecast's need) lies above them, which it names."""
+    from aiops.policy.ppo import build_fallback
+    from aiops.sim.runner import initial_replicas, planning_context, run_policy
+    from aiops.train.evaluate import naive_forecast_fn
+
+    profile = load_profile()
+    w = synthetic("flash-crowd", seed=5, duration=1800.0)
+    ctx = planning_context(profile, w)
+    runs = {}
+    for name in ("predictive", "ppo"):
+        base, _ = build_fallback(ctx)
+        policy = base if name == "predictive" else PpoPolicy(
+            FixedModel((ONE, BATCHES.index(64))), wide_meta(1e6), fallback=base)
+        runs[name] = run_policy(policy, w, profile, ctx, start_replicas=initial_replicas(w, ctx),
+                                forecast_fn=naive_forecast_fn(ctx)).timeline
+    pred, ppo = runs["predictive"], runs["ppo"]
+    same = pred.desired == ppo.desired
+    assert same.mean() > 0.9
+    for i in np.flatnonzero(~same):
+        assert "floor" in ppo.reasons[i], ppo.reasons[i]
+    # Both runs changed their fleets: the equality is not a constant fleet.
+    assert len(set(pred.desired)) > 3
 
 
 def test_shield_config_is_checked() -> None:

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from aiops.errors import InputError
 from aiops.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
-from aiops.policy.ppo import DEFAULT_HEADROOM, load_ppo_artifact, sha256_file
+from aiops.policy.ppo import DEFAULT_FACTORS, load_ppo_artifact, sha256_file
 from aiops.sim.workloads import SYNTHETIC
 from aiops.train.cli import register
 from aiops.train.digest import (
@@ -86,7 +86,9 @@ def test_short_training_writes_a_loadable_policy_with_full_meta(
     assert (out / "model.zip").stat().st_size < 1_000_000
     assert meta["feature_schema_version"] == FEATURE_SCHEMA_VERSION
     assert meta["feature_names"] == list(FEATURE_NAMES)
-    assert meta["action_space"]["headroom"] == list(DEFAULT_HEADROOM)
+    assert meta["action_space"]["factors"] == list(DEFAULT_FACTORS)
+    assert meta["action_space"]["replica_action"] == "residual"
+    assert meta["observation"]["forecast_in_observation"] is True
     assert meta["action_space"]["batch_sizes"] == [16, 32, 64, 128, 256]
     assert meta["network"]["net_arch"] == [16, 16]
     assert meta["profile"]["name"] == "llama3-8b-a100"
@@ -177,6 +179,95 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) ->
     res = CliRunner().invoke(app, ["train", *flat])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_training_options_are_recorded_in_the_command(tmp_path: Path) -> None:
+    csv = write_rate_series(tmp_path / "series.csv")
+    cfg = tiny_config(tmp_path / "o", csv, fixed_batch=True,
+                      more_profiles=("llama3-8b-a100-pull",))
+    args = shlex.split(cfg.to_command())
+    assert "--fixed-batch" in args
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--profile"] == [
+        "llama3-8b-a100", "llama3-8b-a100-pull"]
+    assert "--fixed-batch" not in tiny_config(tmp_path / "p", csv).to_command()
+
+
+def test_fixed_batch_trains_without_the_batch_head(tmp_path: Path) -> None:
+    """The ablation's agent: the same environments, with one batch size to choose."""
+    from aiops.sim.profiles import load_profile
+    from aiops.train.ppo import make_vec_env
+
+    csv = write_rate_series(tmp_path / "series.csv")
+    profile = load_profile("llama3-8b-a100")
+    for fixed, sizes in ((True, [64]), (False, [16, 32, 64, 128, 256])):
+        venv = make_vec_env(tiny_config(tmp_path / "o", csv, fixed_batch=fixed), [profile])
+        assert venv.action_space.nvec.tolist() == [len(DEFAULT_FACTORS), len(sizes)]
+        assert list(venv.envs[0].unwrapped.batch_sizes) == sizes
+
+
+def test_the_naive_forecast_is_the_forecasters_bit_for_bit() -> None:
+    """Evaluation and the training environment use a fast path of the naive forecast; it
+    must give exactly what NaiveForecaster(residual_window=240) gives (the forecast the
+    baseline rows of every recorded evaluation were made with), across history lengths
+    around the residual window and horizons of both cold starts."""
+    from aiops.forecast.naive import NaiveForecaster
+    from aiops.train.evaluate import naive_forecast
+
+    rng = np.random.default_rng(1)
+    for n in (7, 8, 9, 21, 22, 239, 240, 241, 246, 247, 261, 262, 500):
+        for horizon in (1, 7, 21):
+            for kind in range(4):
+                y = rng.gamma(2.0, 10.0, n)
+                y = (y, np.round(y), y * 1e-3, np.where(rng.random(n) < 0.5, 0.0, y))[kind]
+                end = 15.0 * (n + int(rng.integers(0, 100_000))) + float(rng.random())
+                got = naive_forecast(end, 15.0, y, horizon)
+                if n < 8:
+                    assert got is None
+                    continue
+                ts = end - 15.0 * np.arange(n - 1, -1, -1, dtype=np.float64)
+                want = NaiveForecaster(residual_window=240).fit(ts, y).predict(horizon)
+                assert got is not None and (got.start, got.step) == (want.start, want.step)
+                np.testing.assert_array_equal(got.mean, want.mean)
+                for level, q in want.quantiles.items():
+                    np.testing.assert_array_equal(got.quantiles[level], q)
+
+
+def test_evaluation_specs_take_a_cv_and_a_profile() -> None:
+    from aiops.sim.profiles import load_profile
+    from aiops.train.evaluate import EvalSetup, load_eval_workloads, parse_eval_options
+
+    parts = parse_eval_options("synthetic:step@0.5,cv=3,profile=llama3-8b-a100-pull")
+    assert (parts.source, parts.rate_scale, parts.cv, parts.profile) == (
+        "synthetic:step", 0.5, 3.0, "llama3-8b-a100-pull")
+    for bad in ("synthetic:step,cv=0", "synthetic:step,cv=x", "synthetic:step,seed=1",
+                "synthetic:step@x"):
+        with pytest.raises(InputError, match="evaluation workload"):
+            parse_eval_options(bad)
+    plain, bursty = load_eval_workloads(["synthetic:step@0.5",
+                                         "synthetic:step@0.5,cv=3,profile=llama3-8b-a100-pull"])
+    assert plain.profile is None and bursty.profile is not None
+    assert bursty.profile.cold_start_s == 300.0
+    setup = EvalSetup(load_profile("llama3-8b-a100"))
+    assert setup.for_workload(bursty).profile.name == "llama3-8b-a100-pull"
+    assert setup.for_workload(plain) is setup
+    assert isinstance(bursty.workload, type(plain.workload))
+    assert bursty.workload.meta["arrival_cv"] == 3.0
+
+
+def test_clustered_arrivals_keep_the_rate_and_raise_the_dispersion() -> None:
+    from aiops.sim.workloads import synthetic
+    from aiops.train.mix import cluster_arrivals
+
+    w = synthetic("step", seed=0, duration=3600.0)
+    for cv in (1.0, 2.0, 4.0):
+        c = cluster_arrivals(w, cv, np.random.default_rng(0))
+        assert c.duration == w.duration and np.all(np.diff(c.arrivals) >= 0)
+        assert len(c) == pytest.approx(len(w), rel=0.05)
+        # The level follows the original within each 10 minutes: the step survives.
+        np.testing.assert_allclose(c.rate(600.0), w.rate(600.0), rtol=0.15)
+        gaps = np.diff(c.arrivals)
+        assert gaps.std() / gaps.mean() == pytest.approx(max(cv, 1.3), rel=0.25)
+        assert set(np.unique(c.generated_tokens)) <= set(np.unique(w.generated_tokens))
 
 
 def test_evaluation_workload_must_not_be_a_training_file(tmp_path: Path) -> None:

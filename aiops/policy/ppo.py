@@ -18,16 +18,23 @@ The daemon never crashes and never decides blind because of a policy file: it ca
 :func:`load_ppo_or_fallback`, which returns ``predictive`` and the reason when the agent
 cannot be loaded.
 
-The network's action is (headroom, batch size): ``replicas = ceil(headroom × arrival rate /
-replica capacity)`` or hold, scaled down no faster than one cold start's stabilization window
-(:data:`DEFAULT_HEADROOM`, :func:`stabilize_down`; training applies the same mapping). The
-shield then sits between that and the common guardrails, and every override it makes is named
-in the recommendation's reason and details:
+The agent adjusts a base plan: every tick the base policy (``predictive``, through its
+public ``decide``) proposes replicas, and the network's action is (factor, batch size):
+``replicas = ceil(factor × base)``, a residual over the base's plan (:data:`DEFAULT_FACTORS`,
+:func:`residual_target`). A lowered factor takes effect no faster than one cold start
+(:func:`stabilize_factor`): the base scales down at its own pace and the residual does not
+add flapping to it. So the agent starts from what the default policy knows (the forecast,
+the HPA) and learns only what to add or take away — more before bursts its features see
+coming, less where the base over-provisions — and improves when the base does (after a
+retrain). Training runs this very code (:meth:`PpoPolicy.observe` then
+:meth:`PpoPolicy.act_on`, see :mod:`aiops.sim.env`), shield included, so the environment
+and the daemon cannot drift apart. The shield sits between the network and the common
+guardrails, and every override it makes is named in the recommendation's reason and details:
 
 1. **out of distribution** — an observation the agent never saw in training (a feature
    outside its training range, a load far beyond the heaviest trained on, non-finite
-   inputs, an unknown per-replica capacity): the decision goes to ``predictive`` for this
-   tick, with the reason;
+   inputs, an unknown per-replica capacity): the base policy's decision goes through
+   unchanged for this tick, with the reason;
 2. **replica floor** — never fewer replicas than the median forecast needs over the next
    cold start (times ``1 + floor_margin``); without a forecast, never fewer than the
    reactive HPA answer. A network can be confidently wrong; the floor bounds how wrong;
@@ -74,13 +81,13 @@ from aiops.types import Forecast, Recommendation, Snapshot
 
 __all__ = [
     "ARTIFACT_FORMAT",
-    "DEFAULT_HEADROOM",
+    "DEFAULT_FACTORS",
     "DEFAULT_POLICY_DIR",
-    "HOLD",
     "META_FILE",
     "MODEL_FILE",
     "PPO_PARAMS",
     "ActionModel",
+    "Observed",
     "PpoChecksumError",
     "PpoLoadError",
     "PpoMeta",
@@ -93,15 +100,16 @@ __all__ = [
     "ShieldConfig",
     "load_ppo_artifact",
     "load_ppo_or_fallback",
-    "replica_target",
+    "residual_target",
     "sha256_file",
-    "stabilize_down",
+    "stabilize_factor",
 ]
 
 MODEL_FILE = "model.zip"
 META_FILE = "meta.json"
 ARTIFACT_FORMAT = "aiops-ppo-policy"
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2
+"""2: the action is a residual factor over the base policy's plan (1: headroom over the load)."""
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies" / "default"
 """``policies/default`` of the checkout: what ``ppo`` without ``path=`` loads."""
@@ -172,7 +180,7 @@ class ActionModel(Protocol):
     """What the policy needs from a trained network: a deterministic action per observation."""
 
     def act(self, obs: npt.NDArray[np.float32]) -> tuple[int, int]:
-        """(headroom index, batch-size index) for one observation."""
+        """(factor index, batch-size index) for one observation."""
         ...
 
 
@@ -191,56 +199,49 @@ class SbActor:
         return int(a[0]), int(a[1])
 
 
-HOLD = 0.0
-DEFAULT_HEADROOM: tuple[float, ...] = (HOLD, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
-"""Replica actions: provision ``headroom ×`` the load the fleet carries now, or hold (0).
+DEFAULT_FACTORS: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+"""Replica actions: ``factor ×`` the base policy's plan.
 
-The target is ``ceil(headroom × arrival rate / replica capacity)``: the agent chooses how
-much spare capacity to keep — more when a queue builds or load is rising, less when it is
-falling — and the capacity model does the arithmetic. Two simpler parametrisations were
-tried and failed to learn in the CPU budget: additive deltas (the observation is all
-ratios, so +1 replica could be a 2 % change or a doubling), and multiples of the current
-count (it learnt "scale down a bit" as a state-independent habit, which its deterministic
-mode then applied everywhere). ``hold`` keeps the count, so riding out a short dip costs
-no churn and no cold start. The top values (3×, 4×) exist for attainment targets: a flash
-crowd that triples the load inside one cold start is only met by capacity already there."""
+Below 1 the agent trims a plan it finds generous (down to the shield's floor, the median
+forecast's need); above 1 it adds standing capacity the base does not see a reason for —
+bursts shorter than a cold start, an uncertain forecast, a long cold start. Ratios, not
+replica counts, so one action means the same on a fleet of 2 and of 60 (the observation is
+all ratios too). Up to 3x: within one cold start of a burst only capacity already standing
+serves it, and clustered arrivals at 3-4x the mean rate for tens of seconds are common in
+LLM traffic."""
 
 
-def stabilize_down(current: int, target: int, now: float,
-                   recent: tuple[tuple[float, int], ...], window_s: float
-                   ) -> tuple[int, tuple[tuple[float, int], ...]]:
-    """Scale down no lower than the highest target of the last ``window_s`` seconds.
+def residual_target(base: int, factor: float) -> int:
+    """Replicas the action ``factor`` asks for over a base plan of ``base`` (before bounds).
 
-    Part of the action's meaning, in training and in production alike (HPA's scale-down
-    stabilization, with the window set to one cold start): without it, a target that
-    follows the 15-second arrival rate removes replicas still starting after a spike and
-    asks for them again at the next one, so on spiky traffic the new replicas never finish
-    their cold start. Scaling up is never delayed. Returns the stabilized target and the
-    recent raw targets to remember."""
-    kept = tuple((t, n) for t, n in recent if now - t < window_s)
-    out = target
-    if target < current and kept:
-        out = min(current, max(target, *(n for _, n in kept)))
-    return out, (*kept, (now, target))
+    Rounded up: a fraction of a replica is a replica's worth of load without one."""
+    return max(0, math.ceil(factor * max(base, 0) - 1e-9))
 
 
-def replica_target(current: int, headroom: float, rate: float, capacity: float) -> int:
-    """Replicas the action ``headroom`` asks for (before bounds): ``current`` for hold."""
-    if headroom == HOLD or capacity <= 0 or not math.isfinite(rate):
-        return current
-    return max(0, math.ceil(headroom * max(rate, 0.0) / capacity - 1e-9))
+def stabilize_factor(factor: float, now: float, recent: tuple[tuple[float, float], ...],
+                     window_s: float) -> tuple[float, tuple[tuple[float, float], ...]]:
+    """The factor in force: the highest asked for in the last ``window_s`` seconds.
+
+    A raised factor applies at once; a lowered one only once the higher ones have aged out
+    of one cold start (HPA-style scale-down stabilization, applied to the residual alone: the
+    base keeps its own pace). Without it a network that alternates between two factors
+    would remove replicas still starting and ask for them again. Returns the factor and the
+    recent factors to remember."""
+    kept = tuple((t, f) for t, f in recent if now - t < window_s)
+    held = max((f for _, f in kept), default=factor)
+    return max(factor, held), (*kept, (now, factor))
 
 
 @dataclass(frozen=True)
 class PpoMeta:
     """The parts of ``meta.json`` inference depends on (the rest is provenance)."""
 
-    headroom: tuple[float, ...]
+    factors: tuple[float, ...]
     batch_sizes: tuple[int, ...]
     feature_min: npt.NDArray[np.float32]
     feature_max: npt.NDArray[np.float32]
     max_arrival_rate: float  # heaviest load (requests/s) seen in training
-    forecast_in_observation: bool = False
+    forecast_in_observation: bool = True
     net_arch: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     sha256: str = ""
@@ -257,19 +258,18 @@ class PpoMeta:
         fmax = np.asarray(rng["max"], dtype=np.float32)
         if fmin.shape != (N_FEATURES,) or fmax.shape != (N_FEATURES,):
             raise ValueError(f"training_range needs {N_FEATURES} values per bound")
-        if action.get("replica_action") != "headroom":
+        if action.get("replica_action") != "residual":
             raise ValueError(f"replica_action {action.get('replica_action')!r}: this aiops "
-                             "reads 'headroom'")
-        headroom = tuple(float(f) for f in action["headroom"])
+                             "reads 'residual'")
+        factors = tuple(float(f) for f in action["factors"])
         batches = tuple(int(b) for b in action["batch_sizes"])
-        if not headroom or min(headroom) < 0 or not batches or min(batches) < 1:
-            raise ValueError("action_space needs headroom values >= 0 and positive batch "
-                             "sizes")
+        if not factors or min(factors) <= 0 or not batches or min(batches) < 1:
+            raise ValueError("action_space needs factors > 0 and positive batch sizes")
         activation = str(net.get("activation", "tanh"))
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}")
         return cls(
-            headroom=headroom,
+            factors=factors,
             batch_sizes=batches,
             feature_min=fmin,
             feature_max=fmax,
@@ -293,7 +293,7 @@ def build_actor_critic(meta: PpoMeta) -> Any:
     arch = list(meta.net_arch)
     return ActorCriticPolicy(
         gym.spaces.Box(LOW, HIGH, dtype=np.float32),
-        gym.spaces.MultiDiscrete([len(meta.headroom), len(meta.batch_sizes)]),
+        gym.spaces.MultiDiscrete([len(meta.factors), len(meta.batch_sizes)]),
         lr_schedule=lambda _: 0.0,
         net_arch={"pi": arch, "vf": arch},
         activation_fn=act_fn,
@@ -412,14 +412,25 @@ class ShieldConfig:
 
 @dataclass(frozen=True)
 class PpoState:
-    """Feature memory, the fallback's own state (kept warm every tick so a handover
-    continues a live controller rather than a cold one) and the last batch change."""
+    """Feature memory, the base policy's own state (it decides every tick: its plan is what
+    the agent adjusts, and a handover continues a live controller rather than a cold one),
+    the last batch change and the recent factors (:func:`stabilize_factor`)."""
 
     features: FeatureState = field(default_factory=FeatureState)
     fallback: Any = None
     last_batch_change: float = -math.inf
     last_batch: int = -1
-    recent_targets: tuple[tuple[float, int], ...] = ()  # (time, raw model target)
+    recent_factors: tuple[tuple[float, float], ...] = ()  # (time, factor asked for)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One tick's observation, the base policy's recommendation it was built around, and
+    the state after both (:meth:`PpoPolicy.observe`)."""
+
+    obs: npt.NDArray[np.float32]
+    base: Recommendation
+    state: PpoState
 
 
 @dataclass(frozen=True)
@@ -432,8 +443,11 @@ class _Floor:
 class PpoPolicy:
     """The trained agent, shielded; see the module docstring for the rules.
 
-    ``decide`` is pure: the network is frozen (inference only, deterministic mode) and
-    everything that changes lives in :class:`PpoState`.
+    ``fallback`` is the base policy: its plan is what the network's factor multiplies, and
+    out of distribution its decision goes through alone (``predictive`` from
+    :func:`build_fallback` in the daemon, the evaluation and training alike; the HPA when
+    none is given). ``decide`` is pure: the network is frozen (inference only,
+    deterministic mode) and everything that changes lives in :class:`PpoState`.
     """
 
     name: str = "ppo"
@@ -486,42 +500,56 @@ class PpoPolicy:
 
     # ---------------------------------------------------------------- the decision
 
-    def decide(self, inp: PolicyInput, state: PpoState) -> tuple[Recommendation, PpoState]:
+    def observe(self, inp: PolicyInput, state: PpoState) -> Observed:
+        """The base policy's decision and the observation built around it (the first half
+        of :meth:`decide`; the training environment calls it to show the agent a state)."""
         snap, ctx = inp.snapshot, inp.context
+        base, fb_state = self.fallback.decide(inp, state.fallback)
+        base_n = min(max(int(base.replicas), ctx.min_replicas), ctx.max_replicas)
         forecast = inp.forecast if self.meta.forecast_in_observation else None
-        obs, fstate = build_features(snap, ctx, forecast, state.features)
-        fb_rec, fb_state = self.fallback.decide(inp, state.fallback)
+        obs, fstate = build_features(snap, ctx, forecast, state.features, base_n)
         last_change = state.last_batch_change
         if state.last_batch >= 0 and snap.batch_size != state.last_batch:
             last_change = max(last_change, snap.time)  # a change took effect (ours or not)
         state = replace(state, features=fstate, fallback=fb_state,
                         last_batch_change=last_change, last_batch=snap.batch_size)
+        return Observed(obs, base, state)
 
-        ood = self.out_of_distribution(obs, snap, ctx)
+    def decide(self, inp: PolicyInput, state: PpoState) -> tuple[Recommendation, PpoState]:
+        seen = self.observe(inp, state)
+        ood = self.out_of_distribution(seen.obs, inp.snapshot, inp.context)
         if ood is not None:
+            base = seen.base
             reason = (f"ppo: out of training distribution ({ood}); handed to "
-                      f"{self.fallback_name}: {fb_rec.reason}")
-            return replace(fb_rec, reason=reason, details={
-                **fb_rec.details, "ood": 1.0, "shield_handover": 1.0}), state
+                      f"{self.fallback_name}: {base.reason}")
+            return replace(base, reason=reason, details={
+                **base.details, "ood": 1.0, "shield_handover": 1.0}), seen.state
+        factor_i, batch_i = self.model.act(seen.obs)
+        return self.act_on(inp, seen, factor_i, batch_i)
 
-        head_i, batch_i = self.model.act(obs)
-        head_i = min(max(head_i, 0), len(self.meta.headroom) - 1)
+    def act_on(self, inp: PolicyInput, seen: Observed, factor_i: int,
+               batch_i: int) -> tuple[Recommendation, PpoState]:
+        """The shielded recommendation for action (``factor_i``, ``batch_i``) on ``seen``
+        (the second half of :meth:`decide`; the training environment calls it with the
+        agent's action)."""
+        snap, ctx, state = inp.snapshot, inp.context, seen.state
+        factor_i = min(max(factor_i, 0), len(self.meta.factors) - 1)
         batch_i = min(max(batch_i, 0), len(self.meta.batch_sizes) - 1)
-        headroom = self.meta.headroom[head_i]
+        asked = self.meta.factors[factor_i]
+        factor, recent = stabilize_factor(asked, snap.time, state.recent_factors,
+                                          ctx.cold_start_s)
+        state = replace(state, recent_factors=recent)
         current = snap.replicas
-        raw = min(max(replica_target(current, headroom, snap.arrival_rate,
-                                     ctx.replica_capacity_rps), ctx.min_replicas),
-                  ctx.max_replicas)
-        wanted, recent = stabilize_down(current, raw, snap.time, state.recent_targets,
-                                        ctx.cold_start_s)
-        state = replace(state, recent_targets=recent)
+        base_n = min(max(int(seen.base.replicas), ctx.min_replicas), ctx.max_replicas)
+        wanted = min(max(residual_target(base_n, factor), ctx.min_replicas), ctx.max_replicas)
         wanted_batch = self.meta.batch_sizes[batch_i]
         details: dict[str, float] = {
             "current_replicas": float(current),
             "ready_replicas": float(snap.ready_replicas),
-            "model_headroom": headroom,
-            "model_replicas": float(raw),
-            "stabilized_replicas": float(wanted),
+            "base_replicas": float(base_n),
+            "model_factor": asked,
+            "factor": factor,
+            "model_replicas": float(wanted),
             "model_batch_size": float(wanted_batch),
             "ood": 0.0,
         }
@@ -558,12 +586,13 @@ class PpoPolicy:
         move = f"{current} → {replicas}" if replicas != current else f"hold at {current}"
         batch_text = (f"batch {snap.batch_size} → {batch}" if batch is not None
                       else f"batch {snap.batch_size}")
-        want = "hold" if headroom == HOLD else f"headroom ×{headroom:g} over the load"
-        model_text = f"model wants {want} ({raw}), batch {wanted_batch}"
-        if wanted != raw:
-            model_text += (f"; scale-down stabilized at {wanted} (highest target in the last "
+        model_text = (f"model wants ×{asked:g} over {self.fallback_name}'s {base_n} "
+                      f"({wanted}), batch {wanted_batch}")
+        if factor != asked:
+            model_text += (f"; ×{factor:g} still in force (highest factor of the last "
                            f"{ctx.cold_start_s:g} s)")
         reason = "; ".join([f"ppo: {model_text}", *overrides]) + f": {move}, {batch_text}"
+        reason += f" [{self.fallback_name}: {seen.base.reason}]"
         return Recommendation(replicas=replicas, batch_size=batch, reason=reason,
                               details=details), state
 

@@ -30,8 +30,10 @@ def train(
         help="Training workload: a request trace or rate-series CSV, synthetic:NAME or "
              "servegen:DIR (repeatable). Default: every synthetic generator.")] = None,
     eval_workload: Annotated[list[str] | None, typer.Option(
-        help="Evaluation workload, SPEC or SPEC@RATE_SCALE (repeatable); never one of the "
-             "training files. Default: held-out synthetic realisations.")] = None,
+        help="Evaluation workload, SPEC[@RATE_SCALE][,cv=C][,profile=NAME] (repeatable; cv "
+             "redraws the arrivals with that inter-arrival CV, profile runs it on another "
+             "profile); never one of the training files. Default: held-out synthetic "
+             "realisations.")] = None,
     seed: Annotated[int | None, typer.Option(
         help="Seed of everything random in training.", show_default="0")] = None,
     seeds: Annotated[str | None, typer.Option(
@@ -43,8 +45,10 @@ def train(
     ray: Annotated[str | None, typer.Option(
         help="With --seeds: train on a Ray cluster instead (auto, HOST:PORT or "
              "ray://HOST:PORT; pip install 'aiops-autoscaler[ray]').")] = None,
-    profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]
-    = "llama3-8b-a100",
+    profile: Annotated[list[str] | None, typer.Option(
+        help="Model/hardware profile name or YAML path (repeatable: each training episode "
+             "draws one, e.g. a 90 s and a 300 s cold start; evaluation runs on the first).",
+        show_default="llama3-8b-a100")] = None,
     rate_scale: Annotated[str, typer.Option(
         help="Per-episode load multiplier range LOW:HIGH (log-uniform).")] = "0.1:4",
     time_stretch: Annotated[str, typer.Option(
@@ -62,8 +66,9 @@ def train(
              "evaluation workload is kept.")] = None,
     slo_miss_usd_max: Annotated[float, typer.Option(
         help="With --slo-target: the highest the adapted miss price may go.")] = 0.1,
-    train_shield: Annotated[bool, typer.Option(
-        help="Apply the shield's batch-size rules during training.")] = True,
+    fixed_batch: Annotated[bool, typer.Option(
+        help="Train without the batch head: the profile's default batch size throughout "
+             "(the ablation of batch tuning).")] = False,
     slo_budget: Annotated[float, typer.Option(
         help="Error budget: this share of each episode's requests may miss the SLO for "
              "free; only misses beyond it cost --slo-miss-usd (0.01 = '99 % at the least "
@@ -75,6 +80,14 @@ def train(
     ent_coef: Annotated[float, typer.Option(
         help="PPO entropy bonus: higher keeps exploring, lower lets the agent commit.")]
     = 0.01,
+    n_steps: Annotated[int, typer.Option(
+        help="Steps each environment collects per PPO update (x --n-envs per update).")]
+    = 256,
+    learning_rate: Annotated[float, typer.Option(help="Adam step size of PPO's updates.")]
+    = 3e-4,
+    lr_decay: Annotated[bool, typer.Option(
+        help="Lower the step size linearly to a tenth of --learning-rate over the run.")]
+    = False,
 ) -> None:
     """Train a PPO autoscaling agent in the simulator; keep the best evaluated checkpoint."""
     from rich.console import Console
@@ -103,15 +116,18 @@ def train(
         cfg = TrainConfig(
             workloads=tuple(workload or DEFAULT_TRAIN),
             eval_workloads=tuple(eval_workload or DEFAULT_EVAL),
-            timesteps=timesteps, output=output, seed=seed_list[0], profile=profile,
+            timesteps=timesteps, output=output, seed=seed_list[0],
+            profile=(profile or ["llama3-8b-a100"])[0],
+            more_profiles=tuple((profile or [])[1:]),
             mix=MixConfig(rate_scale=parse_range(rate_scale, "--rate-scale"),
                           time_stretch=parse_range(time_stretch, "--time-stretch")),
             n_envs=n_envs, eval_every=eval_every, net_arch=arch,
             reward=RewardConfig(slo_miss_usd=slo_miss_usd, slo_target=slo_target,
                                 price_bounds=(min(0.0005, slo_miss_usd), slo_miss_usd_max),
                                 slo_budget=slo_budget),
-            train_shield=train_shield, selection=select,
-            hyper=PpoHyper(ent_coef=ent_coef),
+            fixed_batch=fixed_batch, selection=select,
+            hyper=PpoHyper(ent_coef=ent_coef, n_steps=n_steps, learning_rate=learning_rate,
+                           lr_decay=lr_decay),
         )
         if seeds is not None:
             _train_seeds(console, cfg, seed_list, jobs=jobs, ray=ray)

@@ -16,6 +16,14 @@ from the environment's seeded generator, so a training run is reproducible):
   Azure code trace's 10-second counts swing from 0 to 327 around a mean of 26). Chasing
   such spikes with 90 s cold starts only churns; the agent must learn to hold through
   the dips instead;
+* **clustered arrivals** (half the synthetic and rate-series episodes) — requests drawn as
+  a renewal process whose inter-arrival times have a coefficient of variation of 1-6
+  (Gamma, log-uniform CV) instead of Poisson's 1, following the same rate curve
+  (:func:`cluster_arrivals`). This is how ServeGen describes production LLM traffic (per
+  client and 10-minute window, a fitted Gamma or Weibull law: request-weighted median CV
+  1.5, upper quartile 4.3) and what makes the Azure code trace hard: bursts of seconds a
+  15-second average hides. Trained on it, the agent can learn what the dispersion feature
+  says about the standing capacity a fleet needs;
 * **token mix** (synthetic and rate series) — chat, code completion or RAG-like prompt and
   answer lengths, which change what one replica can carry (long prompts are prefill-bound).
 
@@ -77,14 +85,16 @@ class MixConfig:
     series_mean_rps: float = 20.0
     series_row_s: tuple[float, float] = (15.0, 120.0)  # seconds one rate-series row lasts
     token_mixes: tuple[str, ...] = ("chat", "code", "rag")
+    cluster_prob: float = 0.5
+    cluster_cv: tuple[float, float] = (1.0, 6.0)
 
     def __post_init__(self) -> None:
         for name in ("rate_scale", "time_stretch", "burst_sigma", "burst_step_s",
-                     "spike_sigma", "spike_step_s", "series_row_s"):
+                     "spike_sigma", "spike_step_s", "series_row_s", "cluster_cv"):
             lo, hi = getattr(self, name)
             if not (0 < lo <= hi and math.isfinite(hi)):
                 raise InputError(f"{name} range {lo}:{hi} needs 0 < low <= high")
-        for name in ("burst_prob", "spike_prob"):
+        for name in ("burst_prob", "spike_prob", "cluster_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} {getattr(self, name)} is outside [0, 1]")
         if self.episode_s <= 0:
@@ -150,9 +160,12 @@ class WorkloadMix:
             curve = curve * _burst_noise(rng, len(curve), _log_uniform(rng, cfg.spike_sigma),
                                          _log_uniform(rng, cfg.spike_step_s))
         mix = cfg.token_mixes[int(rng.integers(len(cfg.token_mixes)))]
-        return _curve_workload(src.spec, curve, TOKEN_MIXES[mix], rng,
-                               meta={"source": src.spec, "time_stretch": stretch,
-                                     "rate_scale": level, "tokens": mix})
+        w = _curve_workload(src.spec, curve, TOKEN_MIXES[mix], rng,
+                            meta={"source": src.spec, "time_stretch": stretch,
+                                  "rate_scale": level, "tokens": mix})
+        if rng.random() < cfg.cluster_prob:
+            w = cluster_arrivals(w, _log_uniform(rng, cfg.cluster_cv), rng)
+        return w
 
     def _from_trace(self, w: Workload, rng: np.random.Generator, stretch: float,
                     level: float) -> Workload:
@@ -227,3 +240,27 @@ def _curve_workload(name: str, curve: FloatArray, tokens: TokenDistribution,
     times.sort()
     ctx, gen = tokens.sample(rng, total)
     return Workload(name, times, ctx, gen, float(len(curve)), meta)
+
+
+def cluster_arrivals(w: Workload, cv: float, rng: np.random.Generator) -> Workload:
+    """``w`` with its arrivals redrawn as a renewal process of inter-arrival CV ``cv``.
+
+    The gaps are Gamma(shape 1/cv^2, mean 1) in the workload's own *operational time* —
+    request i of ``w`` sits at operational time i — mapped back to seconds by interpolation,
+    so the rate over any stretch longer than a few gaps is ``w``'s, while requests come in
+    clusters (cv > 1) or evenly (cv < 1). Each new request takes the token lengths of the
+    original request at its position. ``cv`` = 1 is a (time-changed) Poisson process."""
+    n = len(w)
+    if n < 2 or not cv > 0:
+        return w
+    shape = 1.0 / (cv * cv)
+    gaps = rng.gamma(shape, 1.0 / shape, size=int(n * 1.2) + 64)
+    u = np.cumsum(gaps) - gaps[0] * rng.random()  # a random phase, not a request at 0
+    u = u[(u >= 0) & (u < n)]
+    knots = np.arange(n + 1, dtype=np.float64)
+    times = np.concatenate([w.arrivals, [w.duration]])
+    arrivals = np.interp(u, knots, times)
+    idx = np.minimum(u.astype(np.int64), n - 1)
+    meta = {**w.meta, "arrival_cv": round(cv, 3)}
+    return Workload(w.name, arrivals, w.context_tokens[idx], w.generated_tokens[idx],
+                    w.duration, meta)

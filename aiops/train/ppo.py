@@ -3,15 +3,19 @@
 The pipeline: a :class:`~aiops.train.mix.WorkloadMix` feeds fresh episodes to ``n_envs``
 copies of :class:`~aiops.sim.env.AutoscaleEnv` (``DummyVecEnv``: on 2 cores the simulator
 step is cheap and sub-processes only add pickling; one torch thread, since a 64-unit MLP
-gains nothing from more). Every ``eval_every`` steps the current network — shielded, exactly
-as :class:`~aiops.policy.ppo.PpoPolicy` runs it — is scored on evaluation workloads kept
-apart from the training ones, next to ``hpa``, ``keda``, ``predictive`` and the oracle; the
-best checkpoint is the one written. The output directory gets ``model.zip`` and
-``meta.json`` (see :func:`write_meta`), which records the exact command that reproduces it.
+gains nothing from more). The environments run the deployed decision itself — the base
+policy (``predictive``) on the naive forecast, the residual factor over its plan, the
+shield's floor and batch rules (:class:`~aiops.sim.env.AutoscaleEnv` with ``agent=``) — so
+the agent learns the constraints instead of meeting them first in production. Profiles
+(hardware, cold start) are drawn per episode from ``--profile`` (repeatable). Every
+``eval_every`` steps the current network, shielded exactly as
+:class:`~aiops.policy.ppo.PpoPolicy` runs it, is scored on evaluation workloads kept apart
+from the training ones, next to ``hpa``, ``keda``, ``predictive`` and the oracle; the best
+checkpoint is the one written. The output directory gets ``model.zip`` and ``meta.json``
+(see :func:`write_meta`), which records the exact command that reproduces it.
 
-Training-time shield: the batch-size rules of the deployed shield (>= 2 ready replicas, one
-change per cooldown) are applied inside the environment too, so the agent learns the
-constraint instead of meeting it for the first time in production.
+``--fixed-batch`` trains the same agent without the batch head (the profile's default
+batch size throughout): the ablation that says what tuning ``--max-num-seqs`` buys.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from aiops.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, HIGH, LOW, N_F
 from aiops.policy.ppo import (
     ARTIFACT_FORMAT,
     ARTIFACT_FORMAT_VERSION,
-    DEFAULT_HEADROOM,
+    DEFAULT_FACTORS,
     META_FILE,
     MODEL_FILE,
     PpoMeta,
@@ -46,9 +50,7 @@ from aiops.policy.ppo import (
     SbActor,
     ShieldConfig,
     build_fallback,
-    replica_target,
     sha256_file,
-    stabilize_down,
 )
 from aiops.sim.cluster import SloSpec
 from aiops.sim.env import AutoscaleEnv
@@ -60,6 +62,7 @@ from aiops.train.evaluate import (
     EvalSetup,
     EvalWorkload,
     load_eval_workloads,
+    naive_forecast_fn,
     parse_eval_spec,
     result_row,
     run_on,
@@ -100,6 +103,10 @@ class PpoHyper:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    lr_decay: bool = False
+    """Let the step size fall linearly to a tenth of ``learning_rate`` over the run: late
+    updates then refine the policy instead of moving it between regimes, so neighbouring
+    checkpoints differ less (the held-out evaluations swing by tens of percent without)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,9 @@ class TrainConfig:
     output: Path
     seed: int = 0
     profile: str = DEFAULT_PROFILE
+    more_profiles: tuple[str, ...] = ()
+    """Profiles drawn per training episode besides ``profile`` (which evaluation workloads
+    without their own ``profile=`` run on)."""
     mix: MixConfig = field(default_factory=MixConfig)
     n_envs: int = 8
     env_max_replicas: tuple[int, ...] = (48, 64, 96, 128)
@@ -228,11 +238,12 @@ class TrainConfig:
     eval_every: int = 50_000
     eval_max_replicas: int = 64
     net_arch: tuple[int, ...] = (64, 64)
-    headroom: tuple[float, ...] = DEFAULT_HEADROOM
+    factors: tuple[float, ...] = DEFAULT_FACTORS
+    fixed_batch: bool = False
+    """Train without the batch head: the profile's default batch size throughout."""
     hyper: PpoHyper = field(default_factory=PpoHyper)
     reward: RewardConfig = field(default_factory=RewardConfig)
     baselines: tuple[str, ...] = BASELINES
-    train_shield: bool = True
     selection: str = "usd"  # see selection_key
 
     def __post_init__(self) -> None:
@@ -248,6 +259,10 @@ class TrainConfig:
             raise InputError(f"--select {self.selection!r}: choose one of {SELECTIONS}")
         if not 0.0 <= self.hyper.ent_coef <= 1.0:
             raise InputError(f"--ent-coef {self.hyper.ent_coef} is outside [0, 1]")
+        if self.hyper.n_steps < 2:
+            raise InputError(f"--n-steps {self.hyper.n_steps} must be >= 2")
+        if not 0.0 < self.hyper.learning_rate < 1.0:
+            raise InputError(f"--learning-rate {self.hyper.learning_rate} is outside (0, 1)")
         if not self.net_arch or min(self.net_arch) < 1:
             raise InputError(f"--net-arch {self.net_arch} needs positive layer widths")
         files = {w for w in self.workloads if not w.startswith(SYNTHETIC_PREFIX)}
@@ -257,6 +272,11 @@ class TrainConfig:
                 raise InputError(f"evaluation workload {spec} is also a training workload; "
                                  "evaluate on workloads kept apart from training")
 
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        """Every training profile, ``profile`` first."""
+        return (self.profile, *(p for p in self.more_profiles if p != self.profile))
+
     def to_command(self) -> str:
         """The ``aiops train`` command line that reproduces this run exactly."""
         args = ["aiops", "train"]
@@ -265,24 +285,42 @@ class TrainConfig:
         for w in self.eval_workloads:
             args += ["--eval-workload", w]
         args += ["--timesteps", str(self.timesteps), "--output", str(self.output),
-                 "--seed", str(self.seed), "--profile", self.profile,
-                 "--rate-scale", _range_text(self.mix.rate_scale),
+                 "--seed", str(self.seed)]
+        for name in self.profiles:
+            args += ["--profile", name]
+        args += ["--rate-scale", _range_text(self.mix.rate_scale),
                  "--time-stretch", _range_text(self.mix.time_stretch),
                  "--n-envs", str(self.n_envs),
                  "--eval-every", str(self.eval_every),
                  "--net-arch", ",".join(str(n) for n in self.net_arch),
                  "--slo-miss-usd", f"{self.reward.slo_miss_usd:g}",
                  "--ent-coef", f"{self.hyper.ent_coef:g}"]
+        defaults = PpoHyper()
+        if self.hyper.n_steps != defaults.n_steps:
+            args += ["--n-steps", str(self.hyper.n_steps)]
+        if self.hyper.learning_rate != defaults.learning_rate:
+            args += ["--learning-rate", f"{self.hyper.learning_rate:g}"]
+        if self.hyper.lr_decay:
+            args.append("--lr-decay")
         if self.reward.slo_target is not None:
             args += ["--slo-target", f"{self.reward.slo_target:g}",
                      "--slo-miss-usd-max", f"{self.reward.price_bounds[1]:g}"]
-        if not self.train_shield:
-            args.append("--no-train-shield")
+        if self.fixed_batch:
+            args.append("--fixed-batch")
         if self.selection != "usd":
             args += ["--select", self.selection]
         if self.reward.slo_budget > 0:
             args += ["--slo-budget", f"{self.reward.slo_budget:g}"]
         return shlex.join(args)
+
+
+def _lr_schedule(h: PpoHyper) -> float | Callable[[float], float]:
+    """sb3's learning rate: a constant, or linear from ``learning_rate`` down to a tenth of
+    it (sb3 passes the progress remaining, 1 at the start and 0 at the end)."""
+    if not h.lr_decay:
+        return h.learning_rate
+    lr = h.learning_rate
+    return lambda remaining: lr * (0.1 + 0.9 * remaining)
 
 
 def _range_text(r: tuple[float, float]) -> str:
@@ -305,45 +343,6 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------
 # environments
 # --------------------------------------------------------------------------------------
-
-
-def _batch_shield_wrapper(env: AutoscaleEnv, shield: ShieldConfig) -> Any:
-    """Apply the deployed shield's batch-size rules inside the environment: the ready-replica
-    and cooldown rules, and the cap at the largest TPOT-safe batch."""
-    import gymnasium as gym
-
-    cap = env.profile.max_batch_for_tpot(env.slo.tpot_s)
-    safe = max((b for b in env.batch_sizes if b <= cap), default=min(env.batch_sizes))
-
-    class BatchShield(gym.Wrapper):
-        """Replaces a batch-size change the shield would block by "keep the batch"."""
-
-        def __init__(self, inner: AutoscaleEnv) -> None:
-            super().__init__(inner)
-            self.last_change = -math.inf
-
-        def reset(self, **kwargs: Any) -> Any:
-            self.last_change = -math.inf
-            return self.env.reset(**kwargs)
-
-        def step(self, action: npt.NDArray[np.int64]) -> Any:
-            sim = env._sim
-            if sim is not None:
-                wanted = env.batch_sizes[int(action[1])]
-                if wanted > cap and wanted > sim.batch_size:
-                    wanted = max(safe, min(sim.batch_size, wanted))
-                    action = np.array([action[0], env.batch_sizes.index(wanted)])
-                if wanted != sim.batch_size:
-                    blocked = (sim.ready_replicas < shield.min_ready_for_batch
-                               or sim.time - self.last_change < shield.batch_cooldown_s
-                               or sim.batch_size not in env.batch_sizes)
-                    if blocked and sim.batch_size in env.batch_sizes:
-                        action = np.array([action[0], env.batch_sizes.index(sim.batch_size)])
-                    elif not blocked:
-                        self.last_change = sim.time
-            return self.env.step(action)
-
-    return BatchShield(env)
 
 
 def _episode_scaled_reward(env: AutoscaleEnv, inner: Any) -> Any:
@@ -374,78 +373,38 @@ def _episode_scaled_reward(env: AutoscaleEnv, inner: Any) -> Any:
     return EpisodeScaledReward(inner)
 
 
-def _headroom_actions(env: AutoscaleEnv, inner: Any, headroom: Sequence[float]) -> Any:
-    """Expose headroom actions (see ``DEFAULT_HEADROOM``) over an environment built with
-    every additive delta from ``-max`` to ``+max``. The target is computed by
-    :func:`~aiops.policy.ppo.replica_target` from the arrival rate of the last interval
-    and the episode's planning capacity — the numbers the deployed policy uses."""
-    import gymnasium as gym
-
-    lo_delta = env.deltas[0]
-    hi_delta = env.deltas[-1]
-
-    class HeadroomActions(gym.Wrapper):
-        def __init__(self, wrapped: Any) -> None:
-            super().__init__(wrapped)
-            self.action_space = gym.spaces.MultiDiscrete([len(headroom), len(env.batch_sizes)])
-            self.rate = 0.0
-            self.recent: tuple[tuple[float, int], ...] = ()
-
-        def reset(self, **kwargs: Any) -> Any:
-            obs, info = self.env.reset(**kwargs)
-            self.rate = _rate_from_obs(obs)
-            self.recent = ()
-            return obs, info
-
-        def step(self, action: npt.NDArray[np.int64]) -> Any:
-            sim = env._sim
-            current = sim.desired_replicas if sim is not None else env.min_replicas
-            ctx = env._context
-            target = replica_target(current, headroom[int(action[0])], self.rate,
-                                    ctx.replica_capacity_rps)
-            target = min(max(target, env.min_replicas), env.max_replicas)
-            now = sim.time if sim is not None else 0.0
-            target, self.recent = stabilize_down(current, target, now, self.recent,
-                                                 ctx.cold_start_s)
-            delta = min(max(target - current, lo_delta), hi_delta)
-            obs, reward, terminated, truncated, info = self.env.step(
-                np.array([delta - lo_delta, int(action[1])]))
-            self.rate = _rate_from_obs(obs)
-            return obs, reward, terminated, truncated, info
-
-    return HeadroomActions(inner)
+def batch_sizes_for(cfg: TrainConfig, profile: Profile) -> tuple[int, ...]:
+    """The batch head's choices: the profile's sizes, or its default alone (fixed batch)."""
+    return (profile.default_batch_size,) if cfg.fixed_batch else tuple(profile.batch_sizes)
 
 
-def _rate_from_obs(obs: npt.NDArray[np.float32]) -> float:
-    """The arrival rate (req/s) the observation was built from (``log10(1 + rate)``)."""
-    return float(10.0 ** float(obs[LOG_RATE_INDEX]) - 1.0)
-
-
-def make_vec_env(cfg: TrainConfig, profile: Profile) -> Any:
+def make_vec_env(cfg: TrainConfig, profiles: Sequence[Profile]) -> Any:
     """``n_envs`` monitored environments over one shared workload mix, each with its own
     ``max_replicas`` (cycling through ``env_max_replicas``): ``replicas_frac_of_max`` then
     means different fleets in different copies, so the agent cannot learn one bound by
-    heart and still works under the daemon's configured maximum."""
+    heart and still works under the daemon's configured maximum. Each runs the deployed
+    decision (``agent=``) on the naive forecast the evaluation uses."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     mix = WorkloadMix(cfg.workloads, cfg.mix)
     shield = ShieldConfig()
+    wide = {"min": [float(x) for x in LOW], "max": [float(x) for x in HIGH],
+            "max_arrival_rate": 0.0}
+    agent = inference_meta(cfg.factors, batch_sizes_for(cfg, profiles[0]), wide, cfg.net_arch)
 
     def factory(i: int) -> Callable[[], Any]:
         def make() -> Any:
             max_r = cfg.env_max_replicas[i % len(cfg.env_max_replicas)]
             env = AutoscaleEnv(
-                mix, profile, episode_s=cfg.mix.episode_s, interval_s=cfg.interval_s,
-                max_replicas=max_r, deltas=tuple(range(-max_r, max_r + 1)),
-                slo_miss_usd=cfg.reward.slo_miss_usd, slo_budget=cfg.reward.slo_budget,
-                churn_usd=cfg.reward.churn_usd,
+                mix, profiles, episode_s=cfg.mix.episode_s, interval_s=cfg.interval_s,
+                max_replicas=max_r, slo_miss_usd=cfg.reward.slo_miss_usd,
+                slo_budget=cfg.reward.slo_budget, churn_usd=cfg.reward.churn_usd,
                 batch_change_usd=cfg.reward.batch_change_usd,
                 reward_scale=cfg.reward.reward_scale,
+                agent=agent, shield=shield, forecast=naive_forecast_fn,
             )
-            wrapped = _batch_shield_wrapper(env, shield) if cfg.train_shield else env
-            wrapped = _headroom_actions(env, wrapped, cfg.headroom)
-            return Monitor(_episode_scaled_reward(env, wrapped))
+            return Monitor(_episode_scaled_reward(env, env))
         return make
 
     return DummyVecEnv([factory(i) for i in range(cfg.n_envs)])
@@ -504,11 +463,11 @@ ProgressFn = Callable[[int, dict[str, Any]], None]
 after evaluations, ``best_usd`` / ``last_usd``."""
 
 
-def inference_meta(headroom: Sequence[float], batch_sizes: Sequence[int],
+def inference_meta(factors: Sequence[float], batch_sizes: Sequence[int],
                    ranges: dict[str, Any], net_arch: Sequence[int]) -> PpoMeta:
     """The PpoMeta a checkpoint would have if written now (for evaluating during training)."""
     return PpoMeta(
-        headroom=tuple(headroom), batch_sizes=tuple(batch_sizes),
+        factors=tuple(factors), batch_sizes=tuple(batch_sizes),
         feature_min=np.asarray(ranges["min"], dtype=np.float32),
         feature_max=np.asarray(ranges["max"], dtype=np.float32),
         max_arrival_rate=float(ranges["max_arrival_rate"]),
@@ -521,11 +480,12 @@ def evaluate_model(policy: Any, meta: PpoMeta, evals: Sequence[EvalWorkload],
     """The shielded agent on each evaluation workload: ``{spec: row}``."""
     rows: dict[str, dict[str, float]] = {}
     for ew in evals:
-        ctx = setup.context(ew.workload)
-        fallback, name = build_fallback(ctx)
+        ew_setup = setup.for_workload(ew)
+        fallback, name = build_fallback(ew_setup.context(ew.workload))
         agent = PpoPolicy(SbActor(policy), meta, fallback=fallback, fallback_name=name)
         res = run_on(agent, ew, setup)
-        rows[ew.spec] = result_row(res, setup.profile, setup.slo_miss_usd, setup.slo_budget)
+        rows[ew.spec] = result_row(res, ew_setup.profile, setup.slo_miss_usd,
+                                   setup.slo_budget)
     return rows
 
 
@@ -553,12 +513,13 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
     from stable_baselines3.common.callbacks import BaseCallback
 
     say = log or (lambda _msg: None)
-    profile = load_profile(cfg.profile)
+    profiles = [load_profile(name) for name in cfg.profiles]
+    profile = profiles[0]
     evals = load_eval_workloads(cfg.eval_workloads)
     setup = EvalSetup(profile, max_replicas=cfg.eval_max_replicas, interval_s=cfg.interval_s,
                       slo=SloSpec(), slo_miss_usd=cfg.reward.slo_miss_usd,
                       slo_budget=cfg.reward.slo_budget)
-    venv = make_vec_env(cfg, profile)
+    venv = make_vec_env(cfg, profiles)
     envs = venv.envs
     if cfg.reward.slo_target is not None:
         # The price of a miss moves over orders of magnitude during training; returns
@@ -567,7 +528,7 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
 
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.hyper.gamma)
     first_env: AutoscaleEnv = envs[0].unwrapped
-    headroom, batch_sizes = cfg.headroom, first_env.batch_sizes
+    factors, batch_sizes = cfg.factors, first_env.batch_sizes
 
     say("evaluating baselines on " + ", ".join(ew.spec for ew in evals))
     from aiops.train.evaluate import baseline_table
@@ -582,7 +543,7 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
     h = cfg.hyper
     model = PPO(
         "MlpPolicy", venv, n_steps=h.n_steps, batch_size=h.batch_size, n_epochs=h.n_epochs,
-        learning_rate=h.learning_rate, gamma=h.gamma, gae_lambda=h.gae_lambda,
+        learning_rate=_lr_schedule(h), gamma=h.gamma, gae_lambda=h.gae_lambda,
         clip_range=h.clip_range, ent_coef=h.ent_coef, vf_coef=h.vf_coef,
         max_grad_norm=h.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
         policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
@@ -601,7 +562,7 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
     def evaluate(step: int) -> float:
         t0 = time.perf_counter()
         ranges = tracker.snapshot()
-        meta = inference_meta(headroom, batch_sizes, ranges, cfg.net_arch)
+        meta = inference_meta(factors, batch_sizes, ranges, cfg.net_arch)
         rows = evaluate_model(model.policy, meta, evals, setup)
         score = float(sum(r["score_usd"] for r in rows.values()))
         entry: dict[str, Any] = {
@@ -616,6 +577,12 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
         if reference is not None and target is None:
             entry["relative_score"] = round(key[1], 4)
         history.append(entry)
+        say(f"{step:,} steps: score ${score:.2f}"
+            + (f", {key[1]:.3f}x the reference" if reference is not None and target is None
+               else "")
+            + "; " + ", ".join(f"{spec} {r['gpu_hours']:.1f} GPU-h "
+                               f"{100 * r['slo_attainment_feasible']:.1f}%"
+                               for spec, r in rows.items()))
         if key < best["key"]:
             model.save(work / "best.zip")
             best.update(score=score, key=key, timesteps=step, rows=rows, ranges=ranges)
@@ -667,9 +634,9 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
     shutil.rmtree(work, ignore_errors=True)
     for spec, row in best["rows"].items():
         table[spec] = {"ppo": row, **table[spec]}
-    meta = write_meta(cfg, profile, evals, table=table, notes=notes, history=history,
+    meta = write_meta(cfg, profiles, evals, table=table, notes=notes, history=history,
                       best_timesteps=int(best["timesteps"]), ranges=best["ranges"],
-                      headroom=headroom, batch_sizes=batch_sizes, done=done, wall_s=wall,
+                      factors=factors, batch_sizes=batch_sizes, done=done, wall_s=wall,
                       steps_per_s=steps_per_s,
                       final_miss_usd=price.price if price is not None else None)
     return TrainReport(cfg.output, meta, wall, steps_per_s)
@@ -715,10 +682,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload], *,
+def write_meta(cfg: TrainConfig, profiles: Sequence[Profile], evals: Sequence[EvalWorkload], *,
                table: dict[str, dict[str, dict[str, float]]], notes: list[str],
                history: list[dict[str, Any]], best_timesteps: int, ranges: dict[str, Any],
-               headroom: Sequence[float], batch_sizes: Sequence[int], done: int,
+               factors: Sequence[float], batch_sizes: Sequence[int], done: int,
                wall_s: float, steps_per_s: float,
                final_miss_usd: float | None = None) -> dict[str, Any]:
     """Write ``meta.json`` beside ``model.zip`` and return it.
@@ -743,19 +710,22 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
         "feature_schema_version": FEATURE_SCHEMA_VERSION,
         "feature_names": list(FEATURE_NAMES),
         "observation": {"low": [float(x) for x in LOW], "high": [float(x) for x in HIGH],
-                        "forecast_in_observation": False},
+                        "forecast_in_observation": True,
+                        "forecast": "naive (last value, empirical quantiles of the last "
+                                    "240 h-step errors)"},
         "training_range": ranges,
-        "action_space": {"type": "MultiDiscrete", "replica_action": "headroom",
-                         "headroom": list(headroom), "batch_sizes": list(batch_sizes),
-                         "meaning": "(index into headroom: replicas = ceil(headroom x arrival "
-                                    "rate / replica capacity), 0 = hold the current count; "
-                                    "index into batch_sizes)",
-                         "scale_down_stabilization": "no lower than the highest target of "
-                                                     "the last cold start (context)"},
+        "action_space": {"type": "MultiDiscrete", "replica_action": "residual",
+                         "factors": list(factors), "batch_sizes": list(batch_sizes),
+                         "fixed_batch": cfg.fixed_batch,
+                         "base_policy": "predictive",
+                         "meaning": "(index into factors: replicas = ceil(factor x the base "
+                                    "policy's replicas); index into batch_sizes)",
+                         "factor_stabilization": "a lowered factor takes effect once the "
+                                                 "higher ones are a cold start old"},
         "network": {"algorithm": "PPO", "policy": "MlpPolicy",
                     "net_arch": list(cfg.net_arch), "activation": "tanh"},
-        "profile": {"name": profile.name, "model": profile.model, "gpu": profile.gpu,
-                    "gpu_hour_usd": profile.gpu_hour_usd, "cold_start_s": profile.cold_start_s},
+        "profile": _profile_record(profiles[0]),
+        "profiles": [_profile_record(p) for p in profiles],
         "training": {
             "workloads": list(cfg.workloads),
             "mix": asdict(cfg.mix),
@@ -766,7 +736,7 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
             "n_envs": cfg.n_envs,
             "env_max_replicas": list(cfg.env_max_replicas),
             "interval_s": cfg.interval_s,
-            "train_shield": cfg.train_shield,
+            "train_shield": "the deployed shield, run by the environment",
             "reward": {**asdict(cfg.reward),
                        "final_slo_miss_usd": (None if final_miss_usd is None
                                               else round(final_miss_usd, 5))},
@@ -798,6 +768,11 @@ def write_meta(cfg: TrainConfig, profile: Profile, evals: Sequence[EvalWorkload]
     (cfg.output / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default)
                                         + "\n")
     return meta
+
+
+def _profile_record(profile: Profile) -> dict[str, Any]:
+    return {"name": profile.name, "model": profile.model, "gpu": profile.gpu,
+            "gpu_hour_usd": profile.gpu_hour_usd, "cold_start_s": profile.cold_start_s}
 
 
 def _json_default(obj: object) -> object:
