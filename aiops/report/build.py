@@ -11,8 +11,8 @@ Per target:
    interval: the HPA and KEDA through ``aiops.sim.runner.compare_policies``; aiops — the
    configured policy followed by the guardrails, with the forecasts the daemon would have
    made (``aiops.report.forecasts``, computed ahead from the arrival rate the baselines saw)
-   — and what ran (the recorded replicas) through ``run_policy``; the fewest fixed replicas
-   that serve as well as aiops, by bisection (:func:`best_fixed_fleet`).
+   — and what ran (the recorded replicas) through ``run_policy``; the best fixed fleet
+   (:func:`best_fixed_fleet`).
 3. **Figures.** GPU-hours, SLO attainment, TTFT/TPOT, scale actions per option; the advice
    (``aiops.report.model.advise``) and the verdict against what ran (else the better of HPA
    and KEDA); every change aiops would have made with its reason and guardrail clamps; the
@@ -831,7 +831,7 @@ def report_from_sim(config: Config, *, since_s: float, over: Overrides | None = 
     """The report for a ``backend: sim`` config: each target's traffic is the simulated
     cluster's (``sim.workload``, seeded per target as ``aiops run`` seeds it), its first
     ``since_s`` seconds. Nothing ran before, so aiops is compared with the HPA, KEDA and the
-    fewest fixed replicas that serve as well."""
+    best fixed fleet."""
     over = over or Overrides()
     base_seed = config.sim.seed if over.seed is None else over.seed
 

@@ -89,9 +89,10 @@ def recommend(
     """Replay recent traffic under aiops, the HPA, KEDA and a fixed fleet; say what to run.
 
     The report's first sentence is the recommendation: which policy and settings to run,
-    what it saves against what ran, the HPA, KEDA and the fewest fixed replicas that serve
-    as well, or that a fixed fleet is the better choice. It explains how its figures differ
-    from `aiops simulate` on the same input.
+    what it saves against what ran, the HPA, KEDA and the best fixed fleet, or that a fixed
+    fleet is the better choice — weighing each request that misses its SLO at
+    --slo-miss-usd. It explains how its figures differ from `aiops simulate` on the same
+    input.
     """
     import time
 
