@@ -180,7 +180,9 @@ def _backend_problems(config: Config, lines: dict[tuple[str | int, ...], int],
                 "kubernetes.in_cluster: false and kubernetes.kubeconfig: PATH (and "
                 "kubernetes.context)", local=True))
         else:
-            out.append(Problem(f"{_at(lines, 'kubernetes', 'kubeconfig')}: {exc}", local=True))
+            where = kube.kubeconfig or "$KUBECONFIG or ~/.kube/config"
+            out.append(Problem(f"{_at(lines, 'kubernetes', 'kubeconfig')}: cannot load a "
+                               f"kubeconfig from {where}: {exc.__cause__ or exc}", local=True))
     prom = config.prometheus
     if prom.bearer_token_file is not None and not _readable(prom.bearer_token_file):
         out.append(Problem(f"{_at(lines, 'prometheus', 'bearer_token_file')}: cannot read "
