@@ -123,7 +123,7 @@ def _tiles(v: Verdict) -> str:
         f'<div class="tile" data-key="span"><div class="k">replayed</div>'
         f'<div class="v">{escape(fmt_span(v.span_s))}</div></div>'
         '</div>'
-        f'<p class="note">Baseline: {escape(v.baseline_label)}. {escape(v.text())}</p>'
+        f'<p class="note verdict">{escape(v.text())}</p>'
     )
 
 
