@@ -35,26 +35,27 @@ class _OneLineErrors(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
-        from typer._click import exceptions as click_exc
-
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args,
                                 **extra)
         try:
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args,
                               **extra)
-        except click_exc.NoArgsIsHelpError:  # the help is printed: that is the answer
-            sys.exit(EXIT_INPUT)
-        except click_exc.UsageError as exc:
+        except typer.TyperException as exc:  # the command-line library's own errors
+            kinds = {c.__name__ for c in type(exc).__mro__}
+            if "NoArgsIsHelpError" in kinds:  # the help is printed: that is the answer
+                sys.exit(EXIT_INPUT)
             from aiops.config import plain_message
 
-            where = exc.ctx.command_path if exc.ctx is not None else "aiops"
-            typer.echo(f"error: {plain_message(exc.format_message())} (see '{where} --help')",
-                       err=True)
-            sys.exit(EXIT_INPUT)
-        except click_exc.ClickException as exc:
-            typer.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
+            fmt = getattr(exc, "format_message", None)
+            text = plain_message(fmt() if callable(fmt) else str(exc))
+            if "UsageError" in kinds:
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx is not None else "aiops"
+                typer.echo(f"error: {text} (see '{where} --help')", err=True)
+                sys.exit(EXIT_INPUT)
+            typer.echo(f"error: {text}", err=True)
+            sys.exit(int(getattr(exc, "exit_code", 1)))
         except typer.Abort:
             typer.echo("aborted", err=True)
             sys.exit(1)
