@@ -461,9 +461,9 @@ def evaluate(name: str, key: str, workload: Workload, settings: Settings, *,
     """Replay one workload under every policy and collect the target's figures.
 
     ``recorded`` (what ran) adds the "what ran" row and makes it the verdict's baseline;
-    without it a ``static`` row sized for the peak is shown and the verdict compares with
-    the better of HPA and KEDA. ``policy`` is the configured policy already built (the
-    caller validates user input before the long work); built from ``settings`` otherwise.
+    without it the verdict compares with the better of HPA and KEDA. The best fixed fleet
+    is always a row. ``policy`` is the configured policy already built (the caller
+    validates user input before the long work); built from ``settings`` otherwise.
     """
     prof = settings.profile
     notes_l = list(notes)
@@ -487,6 +487,9 @@ def evaluate(name: str, key: str, workload: Workload, settings: Settings, *,
                                          step)
     lookup = (AnomalyLookup(load_t, scores, step, settings.threshold)
               if anomalies.available and len(scores) else None)
+
+    inner = policy if policy is not None else build_policy(settings.policy, ctx, workload,
+                                                           prof, settings.slo)
 
     # Baselines first, through the simulator's own comparison: their timelines carry the
     # arrival rate every replay sees (it does not depend on the policy), from which the
@@ -514,29 +517,33 @@ def evaluate(name: str, key: str, workload: Workload, settings: Settings, *,
     elif unavailable is None:
         unavailable = f"the {settings.policy.split(':')[0]} policy does not use a forecast"
 
-    outputs: dict[str, RunOutput] = {ROLE_HPA: comparison.outputs["hpa"],
-                                     ROLE_KEDA: comparison.outputs["keda"]}
-    labels = {ROLE_AIOPS: f"aiops ({settings.policy})", ROLE_HPA: "HPA", ROLE_KEDA: "KEDA"}
-    spec_of = {ROLE_AIOPS: settings.policy, ROLE_HPA: "hpa", ROLE_KEDA: "keda"}
-    if recorded is not None:
-        ran = RecordedReplicas(recorded.times, recorded.replicas)
-        outputs[ROLE_RAN] = run_policy(ran, workload, prof, ctx, start_replicas=ran.at(0.0),
-                                       slo=settings.slo, on_step=tick("what ran"))
-        lo, hi = int(np.nanmin(recorded.replicas)), int(np.nanmax(recorded.replicas))
-        labels[ROLE_RAN] = ("what ran" + (f" ({lo} replicas)" if lo == hi
-                                          else f" ({lo}–{hi} replicas)"))
-        spec_of[ROLE_RAN] = "recorded"
+    try:
+        outputs: dict[str, RunOutput] = {ROLE_HPA: comparison.outputs["hpa"],
+                                         ROLE_KEDA: comparison.outputs["keda"]}
+        labels = {ROLE_AIOPS: f"aiops ({settings.policy})", ROLE_HPA: "HPA", ROLE_KEDA: "KEDA"}
+        spec_of = {ROLE_AIOPS: settings.policy, ROLE_HPA: "hpa", ROLE_KEDA: "keda"}
+        if recorded is not None:
+            ran = RecordedReplicas(recorded.times, recorded.replicas)
+            outputs[ROLE_RAN] = run_policy(ran, workload, prof, ctx, start_replicas=ran.at(0.0),
+                                           slo=settings.slo, on_step=tick("what ran"))
+            lo, hi = int(np.nanmin(recorded.replicas)), int(np.nanmax(recorded.replicas))
+            labels[ROLE_RAN] = ("what ran" + (f" ({lo} replicas)" if lo == hi
+                                              else f" ({lo}–{hi} replicas)"))
+            spec_of[ROLE_RAN] = "recorded"
 
-    # The best fixed fleet, the other answer to "should I autoscale at all?".
-    fixed = best_fixed_fleet(workload, prof, ctx, settings.slo, settings.slo_miss_usd,
-                             on_step=tick("fixed fleets"))
-    outputs[ROLE_STATIC] = fixed.output
-    labels[ROLE_STATIC] = fixed.label()
-    spec_of[ROLE_STATIC] = f"static:replicas={fixed.replicas}"
+        # The best fixed fleet, the other answer to "should I autoscale at all?".
+        fixed = best_fixed_fleet(workload, prof, ctx, settings.slo, settings.slo_miss_usd,
+                                 on_step=tick("fixed fleets"))
+        outputs[ROLE_STATIC] = fixed.output
+        labels[ROLE_STATIC] = fixed.label()
+        spec_of[ROLE_STATIC] = f"static:replicas={fixed.replicas}"
+
+    except BaseException:  # a failure here must not leave the forecasting pool running
+        if pending is not None:
+            pending.cancel()
+        raise
 
     # aiops: the configured policy, then the guardrails, with the daemon's forecasts.
-    inner = policy if policy is not None else build_policy(settings.policy, ctx, workload,
-                                                           prof, settings.slo)
     limits = GuardLimits(target=name, min_replicas=settings.min_replicas,
                          max_replicas=settings.max_replicas,
                          batch_sizes=settings.batch_sizes or tuple(prof.batch_sizes),

@@ -317,6 +317,10 @@ class Pending:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def cancel(self) -> None:
+        """Stop the pool (jobs not started are dropped); for a caller giving up."""
+        self._close()
+
     def result(self) -> Forecasts:
         """Wait for the pool, compute what it did not in this process, and assemble. A pool
         that breaks never fails the report: its unfinished jobs run here."""
