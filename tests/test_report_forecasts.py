@@ -163,3 +163,25 @@ def test_the_lookup_refuses_a_replay_of_other_traffic() -> None:
         lookup(snap(i, float(r[i])), np.zeros(0))
     with pytest.raises(RuntimeError, match="arrival rate"):
         lookup(snap(3, float(r[3]) + 1.0), np.zeros(0))
+
+
+def test_default_jobs_respect_the_containers_cpu_and_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In aiops' own pod (2 CPUs, 1.5 GiB, the daemon holding 0.85) a second forecasting
+    process would not fit: the forecasts are computed in process. Given room, the CPUs."""
+    from aiops.report import forecasts
+
+    gib = 2**30
+    files = {"/sys/fs/cgroup/cpu.max": "200000 100000",
+             "/sys/fs/cgroup/memory.max": str(int(1.5 * gib)),
+             "/sys/fs/cgroup/memory.current": str(int(0.85 * gib)),
+             "/proc/meminfo": "MemTotal: 67108864 kB\nMemAvailable: 33554432 kB"}
+    monkeypatch.setattr(forecasts, "_read", files.get)
+    monkeypatch.setattr(forecasts.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert forecasts.default_jobs() == 1
+    files["/sys/fs/cgroup/memory.max"] = "max"
+    assert forecasts.default_jobs() == 2  # the CPU quota
+    files["/sys/fs/cgroup/cpu.max"] = "max 100000"
+    assert forecasts.default_jobs() == 16
+    files["/proc/meminfo"] = "MemAvailable: 2097152 kB"  # 2 GiB free on the machine
+    assert forecasts.default_jobs() == 2

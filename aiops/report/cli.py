@@ -81,7 +81,7 @@ def recommend(
         show_default="0; the config's sim.seed with backend sim")] = None,
     jobs: Annotated[int | None, typer.Option(
         help="Processes the forecasts are computed on (1: none besides this one).",
-        show_default="the CPUs available")] = None,
+        show_default="the CPUs available, as many as the free memory holds")] = None,
     slo_miss_usd: Annotated[float, typer.Option(
         help="Price of one request that misses its SLO, as in train: what the advice "
              "weighs misses against GPU cost with.")] = 0.005,
