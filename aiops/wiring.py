@@ -125,11 +125,10 @@ def check_config(config: Config, path: str | Path | None = None, *, models: bool
         try:
             make_policy(spec, ctx)
         except InputError as err:
-            if type(err).__name__.startswith("Ppo") and not models:
+            unusable_model = spec.name == "ppo" and _is_ppo_load_error(err)
+            if unusable_model and not models:
                 continue  # the controller falls back to predictive and says why
-            hint = ""
-            if type(err).__name__.startswith("Ppo"):
-                hint = "; `aiops run` would fall back to predictive"
+            hint = "; `aiops run` would fall back to predictive" if unusable_model else ""
             out.append(Problem(f"{where}: {err}{hint}"))
     try:
         from aiops.forecast.base import make_from_spec
@@ -159,6 +158,14 @@ def check_config(config: Config, path: str | Path | None = None, *, models: bool
     else:
         out.extend(_backend_problems(config, lines, env))
     return out
+
+
+def _is_ppo_load_error(err: Exception) -> bool:
+    """A PPO model directory that cannot be used (missing, corrupt, mismatched), as opposed
+    to a bad parameter in the spec."""
+    from aiops.policy.ppo import PpoLoadError
+
+    return isinstance(err, PpoLoadError)
 
 
 def _backend_problems(config: Config, lines: dict[tuple[str | int, ...], int],
