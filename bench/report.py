@@ -1,4 +1,4 @@
-"""The issue-7 figure: ``aiops recommend`` on a trace — its summary line, its size, its time.
+"""`aiops recommend` on a trace, measured: its summary line, its size, its time.
 
     .venv/bin/python bench/report.py TRACE.csv [--rate-scale 5] [--output report.html]
         [--json report.json] [--forecast-model auto] [--policy predictive]
