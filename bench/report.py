@@ -5,10 +5,10 @@
 
 Does what ``aiops recommend --workload TRACE --output ... --json ...`` does (same library
 calls, no progress bar) and prints one JSON object: the summary line, the HTML and JSON sizes
-in bytes, the wall-clock seconds, and the per-policy figures. For the issue:
+in bytes, the wall-clock seconds, and the per-policy figures. For the Azure code trace:
 
     .venv/bin/python bench/report.py \\
-        ../shared/data/azure-llm-2023/AzureLLMInferenceTrace_code.csv --rate-scale 5
+        PATH/TO/AzureLLMInferenceTrace_code.csv --rate-scale 5
 
 Most of the time is the forecaster: ``auto`` backtests several models at each refit (20 s
 to a minute each on two cores); ``--forecast-model naive`` shows the rest takes seconds.
