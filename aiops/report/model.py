@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # aiops.types imports numpy, which this module must not
     from aiops.types import Clamp
 
-REPORT_FORMAT = 1
-"""Version of the JSON layout; bumped when a key changes meaning or disappears."""
+REPORT_FORMAT = 2
+"""Version of the JSON layout; bumped when a key changes meaning or disappears. 2: the
+summary's ``text`` is the recommendation (the verdict sentence moved to ``verdict_text``),
+each target has a ``recommendation``, and the fixed-fleet row is the best size."""
 
 ROLE_AIOPS = "aiops"
 ROLE_RAN = "ran"
