@@ -141,7 +141,7 @@ def test_success_prints_one_summary_line(app: typer.Typer, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("scored 120 rows in 1 file with knn")
+    assert lines[0].startswith("scored 120 rows in 1 file with knn-novelty")
     assert "1 nan" in lines[0] and str(dst) in lines[0]
 
 

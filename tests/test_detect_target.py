@@ -19,8 +19,9 @@ T0 = 1.6e9
 CAP = Capacity(ready_replicas=8, replicas=8, batch_size=64)
 # Small windows so the per-metric detectors warm up in ~50 ticks (the classification is
 # under test here, not the detector); the likelihood's averaging is kept at its default.
+# Small windows alarm more often, so one alarm per episode (rearm) would hide the step.
 SMALL = {"min_train": 20, "train": 150, "refit_every": 20, "reestimate": 10, "history": 300,
-         "learning": 20}
+         "learning": 20, "rearm": 1}
 WARM = 150  # ticks of normal traffic before anything happens
 
 

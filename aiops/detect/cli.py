@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 # Kept literal so this module imports no numpy; tests check it equals DEFAULT_DETECTOR.
-DEFAULT_DETECTOR = "knn"
+DEFAULT_DETECTOR = "knn-novelty"
 
 
 def register(app: typer.Typer) -> None:

@@ -96,8 +96,11 @@ class TargetScorer:
         self.stale_after = stale_after
         self.detector_name = detector
         self.specs = {m.name: m for m in metrics}
+        # Flat stretches are the telemetry checks' to judge (they know each metric's bounds:
+        # an empty queue for hours is normal), so the detectors' duration rule is off here.
+        params = {"runs": False, **detector_params}
         self.detectors: dict[str, StreamDetector] = {
-            m.name: make_detector(detector, **detector_params) for m in metrics}
+            m.name: make_detector(detector, **params) for m in metrics}
         self.checks = TelemetryChecks(metrics, **dict(checks or {}))
         self.loads = [m.name for m in metrics if m.role == "load"]
         # fast and slow exponential averages of log(1 + load), per load metric
