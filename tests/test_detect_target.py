@@ -112,11 +112,13 @@ def test_more_running_sequences_than_slots_is_impossible() -> None:
     assert "requests_running" not in bad(without[3])
 
 
-def test_sequences_in_an_empty_kv_cache_are_impossible() -> None:
+def test_sequences_and_kv_usage_come_together() -> None:
     rows = traffic(5)
-    rows[3]["kv_cache_usage"] = 0.0
+    rows[3]["kv_cache_usage"] = 0.0  # sequences running in an empty cache
+    rows[4]["requests_running"] = 0.0  # a cache in use with nothing running
     _, reports = run(rows)
     assert "kv_cache_usage" in bad(reports[3])
+    assert "requests_running" in bad(reports[4])
 
 
 def test_stale_sample_is_bad_telemetry() -> None:

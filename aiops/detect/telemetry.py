@@ -13,7 +13,8 @@ Per-metric priors (the type of a metric says what it can do):
   (no request finished in the window) and never count as missing.
 - **impossible**: outside the metric's range (a negative rate, KV usage above 1), not
   finite (``+Inf``), more running sequences than the pods have slots (``pods x
-  --max-num-seqs``), or sequences running in an empty KV cache.
+  --max-num-seqs``), sequences running in an empty KV cache, or a KV cache in use with no
+  sequence running (its blocks belong to running sequences).
 - **frozen**: the same value again. A rate computed from counters or a usage fraction that
   changes on almost every tick does not repeat by chance; how often each metric repeats
   inside its range is learned per target, and a run of ``r`` repeats is judged by its
@@ -119,6 +120,7 @@ class Relation:
     what: str
     min_factor: float
     queue_free: bool = False  # judged only while nothing waits (see RELATIONS)
+    sparse: bool = False  # judged from one event a side, not ``min_events`` (see RELATIONS)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -138,7 +140,10 @@ class Relation:
 # taken per prompt token, which a change of mix does not move and a doubled scrape halves
 # (the sums double, the KV mean does not): 1.5x. Time in system: a surge within one tick
 # lowers it until the new requests have been in the system a while, up to its size, so 4x
-# (a counter reset read through rate(sum()) is a hundredfold).
+# (a counter reset read through rate(sum()) is a hundredfold). The ratios need
+# ``min_events`` requests, tokens and sequences a tick: one request's prompt is not a mean.
+# Time in system alone is judged from a single request in the system, so that a thousandfold
+# rate is caught on a quiet service too; its one-sided 4x margin leaves room for the noise.
 RELATIONS: tuple[Relation, ...] = (
     Relation("tokens_per_request_in", (("prompt_tokens_rate",),), (("arrival_rate",),),
              "both", "prompt tokens per request", 4.0, queue_free=True),
@@ -148,7 +153,8 @@ RELATIONS: tuple[Relation, ...] = (
              (("requests_running",), ("prompt_tokens_rate",)), "both",
              "KV per running sequence over prompt tokens per request", 1.5, queue_free=True),
     Relation("time_in_system", (("requests_running", "requests_waiting"),),
-             (("arrival_rate",),), "low", "seconds in system (Little's law)", 4.0),
+             (("arrival_rate",),), "low", "seconds in system (Little's law)", 4.0,
+             sparse=True),
 )
 
 _RATE_METRICS = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
@@ -172,8 +178,8 @@ class TelemetryChecks:
             half-width is 2.6 sigma, so 2x is 5 sigma; the heavier tails of real token
             counts are why two ticks are asked for below 4x.
         min_events: events (requests, tokens, sequences) a count or a rate must stand for
-            before its repeat is evidence (10: below that, equal counts in two scrapes are
-            common). Ratios need one event on each side; their bands learn the noise.
+            before its repeat is evidence or a ratio of it is judged (10: below that, equal
+            counts in two scrapes are common, and one request's prompt is not a mean).
         cusum_h: how many standard deviations beyond a relation's ``min_factor`` must
             accumulate before a lasting shift is a break (10: a shift that is one band-sigma
             beyond it is called after ten ticks; the noise of a stable ratio rarely leaves
@@ -298,6 +304,10 @@ class TelemetryChecks:
                 found["kv_cache_usage"] = Finding(
                     "kv_cache_usage", "impossible", f"kv_cache_usage is 0 while {run:g} "
                     "sequences run (each holds KV blocks): one of the two is wrong")
+            elif run == 0 and kv >= 1e-3 and "requests_running" not in found:
+                found["requests_running"] = Finding(
+                    "requests_running", "impossible", f"no sequence runs but KV usage is "
+                    f"{kv:g} (blocks are held by running sequences): one of the two is wrong")
         slots = self._slots(cap)
         if "requests_running" in self.specs and slots is not None:
             x = float(values_of(v, self.names, "requests_running"))
@@ -386,14 +396,14 @@ class TelemetryChecks:
 
     # --------------------------------------------------------------------- relations
     def _factor(self, names: tuple[str, ...], v: FloatArray, cap: Capacity | None,
-                dt: float) -> tuple[float, bool]:
+                dt: float, events: float) -> tuple[float, bool]:
         """A sum of metrics and whether it counts enough events to be judged."""
         if names == ("kv",):
             kv = values_of(v, self.names, "kv_cache_usage")
             ready = cap.ready_replicas if cap is not None else 0
             return kv * ready, ready > 0 and kv > 0
         x = sum(values_of(v, self.names, m) for m in names)
-        return x, self._enough(names[0], x, dt, 1.0)
+        return x, self._enough(names[0], x, dt, events)
 
     def _enough(self, name: str, x: float, dt: float, events: float | None = None) -> bool:
         """Whether ``x`` counts ``events`` (``min_events`` by default) in one tick:
@@ -411,8 +421,9 @@ class TelemetryChecks:
         within: dict[int, float] = {}
         queued = self._queued(v, dt)
         for k, rel in enumerate(self.relations):
-            num = [self._factor(f, v, cap, dt) for f in rel.num]
-            den = [self._factor(f, v, cap, dt) for f in rel.den]
+            events = 1.0 if rel.sparse else self.min_events
+            num = [self._factor(f, v, cap, dt, events) for f in rel.num]
+            den = [self._factor(f, v, cap, dt, events) for f in rel.den]
             a = math.prod(x for x, _ in num)
             b = math.prod(x for x, _ in den)
             enough = all(ok for _, ok in (*num, *den))
