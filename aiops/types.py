@@ -59,6 +59,11 @@ class Snapshot:
     tpot_p99: float = NAN
     starting_replicas: int = 0  # replicas asked for but not ready yet
     gpu_utilization: float = NAN  # DCGM, 0..1, NaN when not scraped
+    # Share of the requests that finished in the window meeting both objectives, counting
+    # only those an idle replica could serve within them (the misses more replicas can
+    # fix), and how many finished: NaN / 0 when unknown.
+    slo_attainment: float = NAN
+    requests_finished: float = 0.0
 
     @property
     def requests_in_system(self) -> float:

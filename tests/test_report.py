@@ -418,7 +418,8 @@ def test_bad_trace_is_an_input_error_with_exit_code_2(tmp_path: Path) -> None:
     bad.write_text("when,what\n1,2\n")
     app = cli_app()
     out = tmp_path / "r.html"
-    one_of = "error: give exactly one of --config FILE (Prometheus history) or --workload TRACE"
+    one_of = ("error: give exactly one of --config FILE (the daemon's targets) or "
+              "--workload TRACE")
     for args, says in (
             (["--workload", str(bad)], f"error: {bad}, line 1: unrecognised header"),
             (["--workload", str(tmp_path / "missing.csv")],
