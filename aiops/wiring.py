@@ -373,6 +373,7 @@ def _run_sim(built: Built, duration_s: float) -> None:
                   if cfg.dry_run else rt.policy_name)
         rows.append({"target": name, "policy": policy, "gpu_hours": round(r["gpu_hours"], 4),
                      "slo_attainment": round(float(r["slo_attainment"]), 5),
+                     "slo_attainment_feasible": round(float(r["slo_attainment_feasible"]), 5),
                      "ttft_p99_s": round(float(r["ttft_p99_s"]), 4),
                      "scale_ups": r["scale_ups"], "scale_downs": r["scale_downs"],
                      "max_replicas": r["max_replicas"], "requests": r["requests"],
@@ -383,14 +384,15 @@ def _run_sim(built: Built, duration_s: float) -> None:
             log.info("%s: %s", title, row["target"], extra={"fields": row})
         return
     table = Table(title=title)
-    for col in ("target", "policy", "GPU-hours", "SLO %", "TTFT p99 s", "scale-ups",
-                "scale-downs", "max replicas", "requests", "guardrails fired"):
+    for col in ("target", "policy", "GPU-hours", "SLO %", "SLO feas. %", "TTFT p99 s",
+                "scale-ups", "scale-downs", "max replicas", "requests", "guardrails fired"):
         table.add_column(col)
     for row in rows:
         fired = row["guardrails_fired"]
         assert isinstance(fired, dict)
         table.add_row(str(row["target"]), str(row["policy"]), f"{row['gpu_hours']:.2f}",
                       f"{100 * float(str(row['slo_attainment'])):.2f}",
+                      f"{100 * float(str(row['slo_attainment_feasible'])):.2f}",
                       f"{row['ttft_p99_s']:.3f}", str(row["scale_ups"]),
                       str(row["scale_downs"]), str(row["max_replicas"]), str(row["requests"]),
                       ", ".join(f"{k} {v}" for k, v in fired.items()) or "none")

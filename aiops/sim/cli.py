@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # Kept literal (not imported from aiops.sim.workloads) so `aiops --help` imports no numpy.
 DEFAULT_WORKLOAD = "synthetic:diurnal-bursty"
-BASELINES = ["hpa", "keda", "static", "oracle"]
+BASELINES = ["predictive", "hpa", "keda", "static", "oracle"]
 
 
 EXAMPLES = """Examples:
@@ -36,7 +36,8 @@ def simulate(
         help="A request trace or rate-series CSV, synthetic:NAME, or servegen:DIR"
              "[:start=D][:end=D] (a ServeGen model folder).")] = DEFAULT_WORKLOAD,
     policy: Annotated[list[str] | None, typer.Option(
-        help="NAME or NAME:key=value,... (repeatable). Default: every baseline.")] = None,
+        help="NAME or NAME:key=value,... (repeatable). Default: predictive (the default "
+             "policy) and every baseline.")] = None,
     profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]
     = "llama3-8b-a100",
     rate_scale: Annotated[float, typer.Option(
