@@ -24,6 +24,11 @@ EXAMPLES = """Examples:
   aiops simulate --workload synthetic:flash-crowd --policy hpa --policy ppo
 
   aiops simulate --workload trace.csv --rate-scale 5 --duration 2h --json r.json
+
+  aiops simulate --workload servegen:m-small:start=7d --rate-scale 0.1 --duration 7d
+
+  aiops simulate --workload azure-code-30m.csv --routing least-waiting
+      --policy static:replicas=2 --policy static:replicas=4
 """
 
 
@@ -50,6 +55,9 @@ def simulate(
     interval: Annotated[str, typer.Option(
         help="Time between decisions: seconds or 15s, 1m.")] = "15s",
     max_replicas: Annotated[int, typer.Option(help="Upper bound for every policy.")] = 64,
+    routing: Annotated[str | None, typer.Option(
+        help="How the gateway spreads requests over replicas: least-outstanding, "
+             "least-waiting or round-robin.", show_default="the profile's")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")]
     = None,
 ) -> None:
@@ -65,7 +73,7 @@ def simulate(
 
     from aiops.cli import check_output_file, duration_option, fail_input
     from aiops.errors import InputError
-    from aiops.sim.profiles import load_profile
+    from aiops.sim.profiles import ROUTINGS, load_profile
     from aiops.sim.runner import compare_policies
     from aiops.sim.workloads import resolve_source
 
@@ -84,6 +92,11 @@ def simulate(
         if json_out is not None:
             check_output_file(json_out, "--json")
         prof = load_profile(profile)
+        if routing is not None:
+            if routing not in ROUTINGS:
+                raise InputError(f"--routing must be one of {', '.join(ROUTINGS)}, "
+                                 f"got {routing!r}")
+            prof = prof.with_changes(routing=routing)
         wl = resolve_source(workload, rate_scale=rate_scale, time_scale=time_scale,
                             seed=seed, duration=span)
         _check_policies(specs, wl, prof, interval_s, max_replicas)
