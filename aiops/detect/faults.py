@@ -127,13 +127,15 @@ class FaultySource:
     """A ``MetricSource`` that returns ``inner``'s snapshots with telemetry faults applied.
 
     ``rate_window_s`` is the window of the counter rates (the ``counter_reset`` artefact
-    lasts one window). What was served and what was true are kept for the benchmark's
-    plots in ``served`` and ``true`` (one row per snapshot).
+    lasts one window). ``unscraped`` fields are NaN throughout, as for a cluster that does
+    not scrape them (the fault-free truth too). What was served and what was true are kept
+    for the benchmark's plots in ``served`` and ``true`` (one row per snapshot).
     """
 
     def __init__(self, inner: MetricSource, faults: Sequence[Fault],
-                 rate_window_s: float = 60.0) -> None:
+                 rate_window_s: float = 60.0, unscraped: Sequence[str] = ()) -> None:
         self.inner = inner
+        self.unscraped = dict.fromkeys(unscraped, math.nan)
         self.faults = tuple(f for f in faults if f.telemetry)
         self.rate_window_s = rate_window_s
         self.served: list[Snapshot] = []
@@ -146,6 +148,8 @@ class FaultySource:
 
     def snapshot(self, target: TargetConfig, at: float) -> Snapshot:
         snap = self.inner.snapshot(target, at)
+        if self.unscraped:
+            snap = _with(snap, self.unscraped)
         dt = at - self._last_t if math.isfinite(self._last_t) else 0.0
         self._last_t = at
         for f in COUNTER_FIELDS:  # the counters the exporters would hold

@@ -40,7 +40,10 @@ Cross-metric physics (log-ratios that load does not move):
   system of the last minute, on two ticks in a row, is a unit change;
 - a queue that does not move while every slot is busy and TTFT is far above anything seen:
   the queue metric is stuck (with a full batch, new requests wait, and TTFT grows because
-  they do; with free slots a high TTFT is slow prefill, a health matter).
+  they do; with free slots a high TTFT is slow prefill, a health matter);
+- Little's law as a bound, needing nothing learnt: ``running + waiting >= arrival_rate x
+  ttft_p50 / 2`` (the mean time in system is at least the mean TTFT, at least half its
+  median); broken while the queue metric stands still, the queue metric is stuck.
 
 Each ratio's normal band is learned from this target's own good ticks (its median and its
 0.5%/99.5% quantiles over the last ``window`` ticks). A tick beyond ``break_spread`` times
@@ -48,6 +51,15 @@ the band's half-width is a break at once; beyond ``confirm_spread`` times it mus
 two ticks in a row (one odd scrape is noise, two are a fault). Ratios are judged only when
 both sides count enough events to be meaningful (``min_events``), so a quiet hour or an
 outage (everything at zero) is never a fault.
+
+Not finding a fault is not evidence that the numbers are live (the first tick of a stale
+scrape looks like a quiet one), and removing capacity needs evidence. So each tick also lists
+its *doubts* (``TelemetryChecks.doubts``): what is suspicious but not yet a finding. A run
+of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``, a ratio
+beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
+latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
+a metric that has never had a value. The guardrails hold a scale-down on a tick with doubts
+(``unverified_telemetry``) and raise no alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
@@ -74,7 +86,9 @@ class MetricSpec:
     """One metric of a target: its role, the values it can take, and whether NaN is normal.
 
     ``optional``: NaN is a normal answer (latency quantiles with no finished request, a GPU
-    exporter that is not installed), never "missing".
+    exporter that is not installed), never "missing". ``learned``: whether a per-metric
+    detector scores it too (False: it serves the checks only, as the median TTFT serves
+    Little's law).
     """
 
     name: str
@@ -82,6 +96,7 @@ class MetricSpec:
     lower: float = -math.inf
     upper: float = math.inf
     optional: bool = False
+    learned: bool = True
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,14 @@ class TelemetryChecks:
         settle: ticks after a queue stood (more than a tenth of a tick's arrivals waiting)
             before per-request ratios are judged again (8: two minutes, longer than most
             requests take, so what was admitted from the queue has finished).
+        hold_p: probability of a run of repeats below which the run is a doubt that holds
+            a scale-down for the tick, though not yet an alarm (0.01: such a doubt comes by
+            chance on about one tick in a hundred per metric at most, and costs only that
+            tick's scale-down: the next tick decides again).
+        little_slack: how many times the requests the gauges show Little's law must ask
+            for before its bound counts as broken (2: gauges read at one instant against a
+            rate and a median over the window; a queue half drained within the window
+            stays inside).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -202,16 +225,21 @@ class TelemetryChecks:
                  min_events: float = 10.0,
                  cusum_h: float = 10.0, latency_factor: float = 20.0,
                  stuck_factor: float = 3.0,
-                 relearn_after: int = 240, settle: int = 8) -> None:
+                 relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
+                 little_slack: float = 2.0) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
-                and relearn_after >= 1):
+                and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
-                             "latency_factor > 0, stuck_factor > 1, relearn_after >= 1")
+                             "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
+                             "frozen_p <= hold_p < 1, little_slack >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
+        self.hold_log_p = math.log(hold_p)
+        self.little_slack = little_slack
+        self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
         self.decay = math.exp(-1.0 / memory)
         self.window, self.min_points = window, min_points
         self.break_spread, self.confirm_spread = break_spread, confirm_spread
@@ -267,11 +295,13 @@ class TelemetryChecks:
         self.ticks += 1
         v = np.array([float(values.get(n, math.nan)) for n in self.names])
         found: dict[str, Finding] = {}
+        self.doubts = []
         self._priors(v, capacity, found)
         self._frozen(v, capacity, dt, found)
         ratios = self._relations(v, capacity, dt, found)
         self._latency(v, found)
         self._stuck_queue(v, capacity, found)
+        self._little(v, dt, found)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
         self._learn_ttft(v, good)
@@ -289,9 +319,13 @@ class TelemetryChecks:
             spec = self.specs[n]
             x = v[i]
             if math.isnan(x):
-                if self.seen[i] and not spec.optional and spec.role != "health":
+                if spec.optional or spec.role == "health":
+                    continue
+                if self.seen[i]:
                     found[n] = Finding(n, "missing", f"{n} has no value (it had one before): "
                                        "the series vanished (scrape gap, renamed metric)")
+                else:
+                    self.doubts.append(f"{n} has never had a value")
                 continue
             self.seen[i] = 1.0
             if not math.isfinite(x) or not spec.lower <= x <= spec.upper:
@@ -359,6 +393,11 @@ class TelemetryChecks:
                 self.run[i] = 0
         for members in groups.values():
             log_p = sum(self.run[i] * math.log(self._p_repeat(i)) for i in members)
+            if self.frozen_log_p <= log_p < self.hold_log_p:
+                self.doubts.append(
+                    f"{', '.join(self.names[i] for i in members)} repeated "
+                    f"{int(max(self.run[i] for i in members))} tick(s) (probability "
+                    f"{math.exp(log_p):.1e})")
             if log_p < self.frozen_log_p:
                 names = [self.names[i] for i in members]
                 for i in members:
@@ -435,6 +474,8 @@ class TelemetryChecks:
             verdict = self._judge(k, rel, x)
             if verdict is None:
                 within[k] = x
+                if self.pending[k] != 0 or self.cus_lo[k] > 0 or self.cus_hi[k] > 0:
+                    self.doubts.append(f"{rel.what} off its usual {math.exp(x):.3g}")
                 continue
             self.broken_for[k] += 1
             if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
@@ -557,6 +598,8 @@ class TelemetryChecks:
                 share = w if m == "ttft_p99" else w / per_request
                 if math.isfinite(x) and x > self.latency_factor * share + 1.0:
                     over.add(m)
+                    if m not in self.latency_over:
+                        self.doubts.append(f"{m} {x:g} s is beyond the time in system once")
                     if m in self.latency_over and m not in found:  # two ticks in a row
                         found[m] = Finding(
                             m, "latency_unit", f"{m} is {x:g} s but requests spend at most "
@@ -590,6 +633,44 @@ class TelemetryChecks:
                 f"every slot is busy and ttft_p99 is {ttft:.3g} s, {ttft / top:.1f}x the "
                 f"highest usual ({top:.3g} s): requests wait where the queue metric does "
                 "not show")
+
+    def _little(self, v: FloatArray, dt: float, found: dict[str, Finding]) -> None:
+        """Little's law bounds how few requests can be in the system.
+
+        ``L = arrival_rate x W``, and the mean time in system ``W`` is at least the mean
+        TTFT, itself at least half the median TTFT (a non-negative quantity's median is at
+        most twice its mean: Markov's inequality). So ``running + waiting >= arrival_rate x
+        ttft_p50 / 2`` whatever the load, the model or the scheduler. The gauges are read at
+        one instant and the rate and the median over the window, so a queue that drained
+        within the window may break the bound for a tick: the test asks for more than
+        ``little_slack`` times the requests the gauges show plus ``min_events``, and a break
+        alone is a doubt. With the queue metric unmoved for two ticks it is a finding (a
+        real queue that drains moves): the requests the TTFT says are waiting are missing
+        from the queue metric. Skipped when another rule already found one of its inputs
+        wrong (a unit change of the arrival rate breaks the bound too).
+        """
+        need = ("requests_running", "requests_waiting", "arrival_rate", "ttft_p50")
+        if dt <= 0 or not set(need) <= set(self.specs) or any(m in found for m in need
+                                                                if m != "requests_waiting"):
+            return
+        running, waiting, rate, p50 = (values_of(v, self.names, m) for m in need)
+        inside = running + waiting
+        if not (rate > 0 and p50 > 0 and inside >= 0 and math.isfinite(rate * p50)):
+            return
+        implied = rate * p50 / 2.0
+        if implied <= self.little_slack * inside + self.min_events:
+            return
+        i = self.names.index("requests_waiting")
+        if self.same[i] >= 2 and "requests_waiting" not in found:
+            found["requests_waiting"] = Finding(
+                "requests_waiting", "queue_stuck",
+                f"requests_waiting stuck at {waiting:g} for {int(self.same[i])} ticks while "
+                f"Little's law puts at least {implied:.0f} requests in the system (arrivals "
+                f"{rate:.3g}/s x half the median TTFT {p50:.3g} s) and the gauges show "
+                f"{inside:g}: requests wait where the queue metric does not show")
+        else:
+            self.doubts.append(f"the gauges show {inside:g} requests in the system, Little's "
+                               f"law at least {implied:.0f}")
 
     def _learn_ttft(self, v: FloatArray, good: bool) -> None:
         """TTFT joins the band ``settle`` good ticks late, and not at all when a finding
