@@ -136,6 +136,7 @@ class Relation:
     min_factor: float
     queue_free: bool = False  # judged only while nothing waits (see RELATIONS)
     sparse: bool = False  # judged from one event a side, not ``min_events`` (see RELATIONS)
+    balanced: bool = False  # judged only while the number in the system holds (RELATIONS)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -157,13 +158,18 @@ class Relation:
 # lowers it until the new requests have been in the system a while, up to its size, so 4x
 # (a counter reset read through rate(sum()) is a hundredfold). The ratios need
 # ``min_events`` requests, tokens and sequences a tick: one request's prompt is not a mean.
+# Generated tokens come from every request in the system during the tick, arrivals only from
+# the new ones: the two agree when about as many requests leave as arrive. When the traffic
+# stops at once (a service gap, a client outage), the requests still in flight generate a
+# tick's tokens for a handful of arrivals; so tokens out per request is judged only while
+# the number in the system moved by less than half a tick's arrivals (``balanced``).
 # Time in system alone is judged from a single request in the system, so that a thousandfold
 # rate is caught on a quiet service too; its one-sided 4x margin leaves room for the noise.
 RELATIONS: tuple[Relation, ...] = (
     Relation("tokens_per_request_in", (("prompt_tokens_rate",),), (("arrival_rate",),),
              "both", "prompt tokens per request", 4.0, queue_free=True),
     Relation("tokens_per_request_out", (("generation_tokens_rate",),), (("arrival_rate",),),
-             "both", "generated tokens per request", 4.0, queue_free=True),
+             "both", "generated tokens per request", 4.0, queue_free=True, balanced=True),
     Relation("kv_per_prompt_token", (("kv",), ("arrival_rate",)),
              (("requests_running",), ("prompt_tokens_rate",)), "both",
              "KV per running sequence over prompt tokens per request", 1.5, queue_free=True),
@@ -277,6 +283,7 @@ class TelemetryChecks:
         self.ttft_head = 0
         self.ttft_wait = np.full(settle, np.nan)  # good-tick TTFTs not yet in the band
         self.recent_w = np.full(4, np.nan)  # time in system, last four ticks
+        self.prev_inside = math.nan  # running + waiting at the previous tick
         self.latency_over: set[str] = set()  # latencies over their bound last tick
         self.ticks = 0
         self.last_queued = -10**9  # last tick with requests waiting
@@ -459,6 +466,7 @@ class TelemetryChecks:
         """Judge every relation; return the log-ratios of those within their band."""
         within: dict[int, float] = {}
         queued = self._queued(v, dt)
+        balanced = self._balanced(v, dt)
         for k, rel in enumerate(self.relations):
             events = 1.0 if rel.sparse else self.min_events
             num = [self._factor(f, v, cap, dt, events) for f in rel.num]
@@ -466,7 +474,7 @@ class TelemetryChecks:
             a = math.prod(x for x, _ in num)
             b = math.prod(x for x, _ in den)
             enough = all(ok for _, ok in (*num, *den))
-            if (rel.queue_free and queued) or not (
+            if (rel.queue_free and queued) or (rel.balanced and not balanced) or not (
                     enough and math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
                 self.pending[k] = 0
                 continue
@@ -474,8 +482,13 @@ class TelemetryChecks:
             verdict = self._judge(k, rel, x)
             if verdict is None:
                 within[k] = x
-                if self.pending[k] != 0 or self.cus_lo[k] > 0 or self.cus_hi[k] > 0:
-                    self.doubts.append(f"{rel.what} off its usual {math.exp(x):.3g}")
+                # a doubt: off once with events enough to mean it, or drifting half-way
+                dense = not rel.sparse or all(
+                    self._factor(f, v, cap, dt, self.min_events)[1] for f in (*rel.num,
+                                                                              *rel.den))
+                if (self.pending[k] != 0 and dense) or max(
+                        self.cus_lo[k], self.cus_hi[k]) > self.cusum_h / 2:
+                    self.doubts.append(f"{rel.what} off its usual ({math.exp(x):.3g})")
                 continue
             self.broken_for[k] += 1
             if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
@@ -490,6 +503,16 @@ class TelemetryChecks:
                 f"{math.exp(center):.3g}: {', '.join(rel.metrics)} disagree "
                 f"({suspect} moved most)"))
         return within
+
+    def _balanced(self, v: FloatArray, dt: float) -> bool:
+        """Whether the number in the system moved by less than half a tick's arrivals
+        (``min_events`` at least) since the last tick: about as many left as arrived."""
+        if not {"requests_running", "requests_waiting", "arrival_rate"} <= set(self.specs):
+            return True
+        inside = sum(values_of(v, self.names, m) for m in _COUNT_METRICS)
+        before, self.prev_inside = self.prev_inside, inside
+        flow = values_of(v, self.names, "arrival_rate") * dt
+        return abs(inside - before) <= max(self.min_events, 0.5 * flow)
 
     def _queued(self, v: FloatArray, dt: float) -> bool:
         """Whether a real queue (more than ``queue_share`` of a tick's arrivals) stood in
@@ -691,6 +714,7 @@ class TelemetryChecks:
     def state(self) -> DetectorState:
         meta: dict[str, JSONScalar] = {"ticks": self.ticks, "last_t": self.last_t,
                                        "ttft_head": self.ttft_head,
+                                       "prev_inside": self.prev_inside,
                                        "last_queued": self.last_queued}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
         return DetectorState(name="telemetry", params={}, meta=meta, arrays={
@@ -728,6 +752,7 @@ class TelemetryChecks:
         self.last_t = _num(m["last_t"])
         self.ttft_head = int(_num(m["ttft_head"]))
         self.last_queued = int(_num(m["last_queued"]))
+        self.prev_inside = _num(m.get("prev_inside"))
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
 
 
