@@ -58,8 +58,12 @@ its *doubts* (``TelemetryChecks.doubts``): what is suspicious but not yet a find
 of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``, a ratio
 beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
 latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
-a metric that has never had a value. The guardrails hold a scale-down on a tick with doubts
-(``unverified_telemetry``) and raise no alarm.
+a metric that has never had a value, a rate reading 0 while another counts requests or
+tokens. A ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears
+it (the ratio judged right again; the rate moving, or every rate and gauge at 0 together),
+so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
+guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
+alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
@@ -246,6 +250,7 @@ class TelemetryChecks:
         self.hold_log_p = math.log(hold_p)
         self.little_slack = little_slack
         self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
+        self.suspects: dict[str, str] = {}  # doubts that last until evidence clears them
         self.decay = math.exp(-1.0 / memory)
         self.window, self.min_points = window, min_points
         self.break_spread, self.confirm_spread = break_spread, confirm_spread
@@ -309,6 +314,8 @@ class TelemetryChecks:
         self._latency(v, found)
         self._stuck_queue(v, capacity, found)
         self._little(v, dt, found)
+        self._zero_load(v, dt)
+        self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
         self._learn_ttft(v, good)
@@ -488,10 +495,15 @@ class TelemetryChecks:
                                                                               *rel.den))
                 if (self.pending[k] != 0 and dense) or max(
                         self.cus_lo[k], self.cus_hi[k]) > self.cusum_h / 2:
-                    self.doubts.append(f"{rel.what} off its usual ({math.exp(x):.3g})")
+                    self.suspects[rel.name] = (f"{rel.what} off its usual "
+                                               f"({math.exp(x):.3g}), not seen right since")
+                else:
+                    self.suspects.pop(rel.name, None)
                 continue
+            self.suspects[rel.name] = f"{rel.what} broken, not seen right since"
             self.broken_for[k] += 1
             if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
+                self.suspects.pop(rel.name, None)
                 self.filled[k] = 0
                 self.broken_for[k] = self.pending[k] = self.cus_lo[k] = self.cus_hi[k] = 0
                 continue
@@ -503,6 +515,29 @@ class TelemetryChecks:
                 f"{math.exp(center):.3g}: {', '.join(rel.metrics)} disagree "
                 f"({suspect} moved most)"))
         return within
+
+    def _zero_load(self, v: FloatArray, dt: float) -> None:
+        """A rate reading 0 while another counts ``min_events`` in the tick: each counts
+        the same requests (arrived, prefilled, generating), so the zero is in doubt until
+        it moves, or until every rate and gauge reads 0 together (an idle service is
+        consistent). Not a finding: completions, prompts and generated tokens do part for
+        a tick at low traffic (a long request generating, nothing new to prefill)."""
+        rates = [m for m in _RATE_METRICS if m in self.specs]
+        x = {m: values_of(v, self.names, m) for m in rates}
+        gauges = [values_of(v, self.names, m) for m in _COUNT_METRICS if m in self.specs]
+        if all(x[m] == 0 for m in rates) and all(g == 0 for g in gauges):
+            for m in rates:
+                self.suspects.pop(f"zero:{m}", None)
+            return
+        for m in rates:
+            if x[m] > 0:
+                self.suspects.pop(f"zero:{m}", None)
+                continue
+            busy = [o for o in rates if o != m and self._enough(o, x[o], dt)]
+            if x[m] == 0 and busy:
+                self.suspects[f"zero:{m}"] = (
+                    f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
+                    "and has not moved since")
 
     def _balanced(self, v: FloatArray, dt: float) -> bool:
         """Whether the number in the system moved by less than half a tick's arrivals
@@ -717,6 +752,7 @@ class TelemetryChecks:
                                        "prev_inside": self.prev_inside,
                                        "last_queued": self.last_queued}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
+        meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
         return DetectorState(name="telemetry", params={}, meta=meta, arrays={
             "prev": self.prev.copy(), "run": self.run.copy(), "run_start": self.run_start.copy(),
             "same": self.same.copy(),
@@ -754,6 +790,8 @@ class TelemetryChecks:
         self.last_queued = int(_num(m["last_queued"]))
         self.prev_inside = _num(m.get("prev_inside"))
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
+        self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
+                         if k.startswith("suspect.")}
 
 
 def values_of(v: FloatArray, names: Sequence[str], name: str) -> float:
