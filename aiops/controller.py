@@ -331,7 +331,8 @@ class Controller:
             report = rt.monitor.observe(snap)
         except Exception as exc:
             self._count(rt, exc, "anomaly detection")
-            return None
+            # no check ran: nothing vouches for the numbers, so no scale-down on them
+            return AnomalyReport(snap.time, unverified=(f"anomaly detection failed: {exc}",))
         self.telemetry.record_anomalies(rt.cfg.name, report)
         return report
 

@@ -53,6 +53,10 @@ Phase 1 — can the recommendation be trusted? (it is replaced before anything s
    costs users; the cost shows in ``bench/faults.py``. After the floor. Skipped on failed
    ticks, where the hold or the fallback has already decided.
 
+   Not finding a fault is not evidence that the numbers are live: the first tick of a
+   stale scrape looks like a quiet one. So a scale-down also needs the report to vouch for
+   the telemetry; see ``unverified_telemetry`` below.
+
 Phase 2 — hard bounds. Applied to the trusted recommendation *before* smoothing, so that a
 clamp names the constraint that actually binds (as the HPA reports ``TooManyReplicas``
 rather than ``ScaleUpLimit`` when both apply), and every smoothing rule is confined to the
@@ -85,10 +89,17 @@ phase 2 interval, so no smoothing rule can undo a bound):
 10. ``max_step_up`` / ``max_step_down`` — the size of whatever change is left is limited per
     tick. Last among the smoothing rules so it limits the final move. Only a hard bound
     (``min_replicas`` above, ``max_replicas`` below the current count) moves further.
+11. ``unverified_telemetry`` (with ``anomaly_freeze``) — a scale-down that is still left
+    needs the anomaly report to vouch for the telemetry this tick
+    (``AnomalyReport.unverified`` empty: no first repeat of a metric that rarely repeats, no
+    ratio off once, no check that could not run). Otherwise it is held for this tick alone.
+    After the smoothing rules, so it fires only when a scale-down would really happen, and
+    the stabilization window keeps the policy's value: a one-tick doubt does not restart the
+    window, the next tick decides again.
 
 Phase 4 — the operator's override:
 
-11. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
+12. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
     clamps before it show what aiops *would* do once unpaused.
 
 Batch-size rules
@@ -118,8 +129,8 @@ With ``cur`` the current replicas and ``new`` the decision:
 * ``new <= max_replicas``, unless ``new == cur`` held above it by pause, failed data or an
   anomaly freeze; ``new >= min_replicas``, unless paused or the GPU budget stops the climb
   (then ``cur <= new``);
-* failed data, or an active bad-telemetry or health anomaly with ``anomaly_freeze`` →
-  ``new >= cur``;
+* failed data, or an active bad-telemetry or health anomaly or unverified telemetry with
+  ``anomaly_freeze`` → ``new >= cur``;
 * ``new - cur <= max_step_up`` unless ``min_replicas`` raised it (``new <= min_replicas``;
   the GPU budget may stop it short); ``cur - new <= max_step_down`` unless
   ``new == max_replicas``;
@@ -184,6 +195,7 @@ class Rule(StrEnum):
     COOLDOWN = "cooldown"
     MAX_STEP_UP = "max_step_up"
     MAX_STEP_DOWN = "max_step_down"
+    UNVERIFIED_TELEMETRY = "unverified_telemetry"
     PAUSED = "paused"
     BATCH_TUNING_DISABLED = "batch_tuning_disabled"
     BATCH_NOT_ALLOWED = "batch_not_allowed"
@@ -553,6 +565,13 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
     elif trail.value < cur - cfg.max_step_down:
         trail.set(Rule.MAX_STEP_DOWN, confined(cur - cfg.max_step_down),
                   f"at most -{cfg.max_step_down} per tick")
+
+    # A scale-down also needs telemetry shown live and consistent this tick, not only no
+    # finding; a doubt holds this tick alone (the window above remembers the policy's value).
+    if (cfg.anomaly_freeze and not failing and not freeze and report is not None
+            and report.unverified and trail.value < cur):
+        trail.set(Rule.UNVERIFIED_TELEMETRY, cur, "telemetry not verified: "
+                  f"{'; '.join(report.unverified)}: no scale-down this tick")
 
     # Phase 4: the operator's pause.
     if inp.paused:

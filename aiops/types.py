@@ -112,11 +112,17 @@ class MetricAnomaly:
 
 @dataclass(frozen=True)
 class AnomalyReport:
-    """Anomalies of one target at one tick; ``active`` when any score passes the threshold."""
+    """Anomalies of one target at one tick; ``active`` when any score passes the threshold.
+
+    ``unverified`` lists why the telemetry could not be shown live and consistent this tick
+    although nothing was found wrong yet (a first repeat, a ratio off once, a check that could
+    not run): not an alarm, but no ground for removing capacity either (``anomaly_freeze``).
+    """
 
     time: float
     anomalies: tuple[MetricAnomaly, ...] = ()
     threshold: float = 0.9
+    unverified: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:

@@ -1,7 +1,8 @@
 """Labelled cluster faults: does the daemon tell a broken exporter from a real surge?
 
-    nice .venv/bin/python bench/faults.py [--workload SPEC ...] [--duration 4h]
-        [--onsets 0.55,0.8] [--policy predictive] [--plots out/faults] [--json OUT]
+    nice .venv/bin/python bench/faults.py [--workload SPEC[@SCALE] ...] [--duration 4h]
+        [--onsets 0.55,0.8] [--windows 3] [--policy predictive] [--plots out/faults]
+        [--json OUT]
 
 For every workload and onset, each event of ``aiops.detect.scenarios.standard_events``
 (nine kinds of telemetry fault, four kinds of real load change, some in two or three
@@ -21,7 +22,13 @@ GPU-hours and SLO against the reference) and the verdict on each goal. ``--plots
 one PNG per event kind: the metric as served and as true, the detector's score, and the
 replicas decided with and without the event. Workloads are ``synthetic:NAME``, a request
 trace or rate series path (e.g. the Azure code trace), or any spec ``aiops simulate
---workload`` accepts (``servegen:DIR`` once that loader is in).
+--workload`` accepts, with ``@SCALE`` for a rate scale (``servegen:DIR:start=1d:end=8d@0.03``:
+a ServeGen week at 3 % of its traffic).
+
+A workload longer than ``--duration`` (a ServeGen week) is run in ``--windows`` windows of
+that length rather than whole: one around each of its longest stretches without traffic
+(its real service gaps, which must not look like an exporter failure, nor the traffic that
+comes back like a counter reset; see :func:`window_starts`) and the rest spread evenly.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from aiops.detect.scenarios import (  # noqa: E402
     scenarios_for,
     score_event,
 )
-from aiops.sim.workloads import Workload, resolve_workload  # noqa: E402
+from aiops.sim.workloads import Workload, resolve_stream, resolve_workload  # noqa: E402
 from aiops.units import parse_duration  # noqa: E402
 
 FROZEN_GOAL = 0.01  # at most 1% of real-load-change ticks frozen
@@ -70,11 +77,68 @@ class Row:
     blind_without: int | None = None  # scale-downs inside the fault without detection
 
 
-def load_workloads(specs: list[str], duration: float) -> list[Workload]:
+GAP_BIN_S = 600.0
+"""Bins in which a workload's stretches without traffic are looked for (ServeGen's windows)."""
+
+
+def split_scale(spec: str) -> tuple[str, float]:
+    """``SPEC@0.03`` -> (SPEC, 0.03); no ``@``: scale 1."""
+    head, at, tail = spec.rpartition("@")
+    if not at:
+        return spec, 1.0
+    try:
+        scale = float(tail)
+    except ValueError:
+        raise SystemExit(f"error: --workload {spec!r}: the rate scale after @ must be a "
+                         "number, e.g. servegen:DIR@0.03") from None
+    if not (scale > 0 and math.isfinite(scale)):
+        raise SystemExit(f"error: --workload {spec!r}: the rate scale must be > 0")
+    return head, scale
+
+
+def window_starts(rate: np.ndarray, bin_s: float, span: float, duration: float,
+                  count: int) -> list[float]:
+    """Starts of ``count`` windows of ``duration`` in a workload of ``span`` seconds whose
+    rate per ``bin_s`` bin is ``rate``. Half of them (at least one) each hold a stretch
+    without traffic from a quarter of the window on: the longest that ends within half the
+    window first, so that the onsets see the gap and the traffic coming back. The rest
+    are spread evenly, each kept only if it overlaps no window already chosen."""
+    last = max(span - duration, 0.0)
+    starts: list[float] = []
+    zero = np.concatenate([[False], rate == 0, [False]])
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
+    gaps = sorted(zip(edges[::2], edges[1::2], strict=True),
+                  key=lambda g: (bool((g[1] - g[0]) * bin_s > duration / 2), g[0] - g[1]))
+    lead = duration / 4
+    for a, _ in gaps:
+        if len(starts) >= max(1, count // 2):
+            break
+        s = min(max(a * bin_s - lead, 0.0), last)
+        if all(abs(s - o) >= duration for o in starts):
+            starts.append(s)
+    for k in range(count * 4):
+        if len(starts) >= count:
+            break
+        s = min((k + 0.5) * span / (count * 4), last)
+        if all(abs(s - o) >= duration for o in starts):
+            starts.append(s)
+    return sorted(starts)
+
+
+def load_workloads(specs: list[str], duration: float, windows: int) -> list[Workload]:
+    """Each spec as one workload, or as ``windows`` windows of ``duration`` when longer."""
     out = []
-    for spec in specs:
-        w = resolve_workload(spec, duration=duration)
-        out.append(w)
+    for raw in specs:
+        spec, scale = split_scale(raw)
+        stream = resolve_stream(spec, rate_scale=scale, seed=0)
+        if not spec.startswith("servegen:") or stream.duration <= duration * 1.5:
+            out.append(resolve_workload(spec, duration=duration, rate_scale=scale, seed=0))
+            continue
+        rate = stream.rate(GAP_BIN_S)
+        for start in window_starts(rate, GAP_BIN_S, stream.duration, duration, windows):
+            w = stream.window(start, duration)
+            out.append(Workload(f"{w.name}@{start / 86400:.2f}d", w.arrivals,
+                                w.context_tokens, w.generated_tokens, w.duration, w.meta))
     return out
 
 
@@ -161,6 +225,7 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
             "false_bad_telemetry_ticks": false_ticks if not telemetry else None,
             "ticks": ticks,
             "frozen_ticks": sum(s.frozen for s in scores),
+            "doubted_ticks": sum(s.doubted for s in scores),
             "armed_ticks": sum(s.armed for s in scores),
             "load_change_reported": sum(s.load_seen for s in scores) if not telemetry else None,
             "delta_gpu_hours": round(float(np.mean(gpu)), 3),
@@ -214,12 +279,14 @@ def print_table(summary: dict[str, Any]) -> None:
                       str(r["blind_scale_downs_without_detection"]),
                       f"{r['delta_gpu_hours']:+.2f}", f"{r['delta_slo_pct']:+.2f}")
     u = Table(title="real load changes (no freeze, no bad_telemetry)")
-    for col in ("class", "events", "ticks", "frozen", "armed", "false bad_telemetry",
+    for col in ("class", "events", "ticks", "frozen", "of which doubt", "armed",
+                "false bad_telemetry",
                 "load change reported", "ΔGPU-h", "ΔSLO %"):
         u.add_column(col, justify="right" if col != "class" else "left")
     for r in summary["classes"]:
         if not r["telemetry"]:
             u.add_row(r["class"], str(r["events"]), str(r["ticks"]), str(r["frozen_ticks"]),
+                      str(r["doubted_ticks"]),
                       str(r["armed_ticks"]), str(r["false_bad_telemetry_ticks"]),
                       f"{r['load_change_reported']}/{r['events']}",
                       f"{r['delta_gpu_hours']:+.2f}", f"{r['delta_slo_pct']:+.2f}")
@@ -306,13 +373,18 @@ def main() -> None:
                     "shorter: it then runs its own length)")
     ap.add_argument("--onsets", default="0.55,0.8",
                     help="event starts as fractions of each run's length")
+    ap.add_argument("--windows", type=int, default=3,
+                    help="windows of --duration run from a longer workload (a ServeGen week)")
     ap.add_argument("--policy", default="predictive")
     ap.add_argument("--plots", type=Path, help="write one PNG per event kind here")
     ap.add_argument("--json", type=Path, help="write the summary as JSON here")
     a = ap.parse_args()
     duration = parse_duration(a.duration)
     onsets = [float(x) for x in a.onsets.split(",")]
-    workloads = load_workloads(a.workload or ["synthetic:diurnal-bursty"], duration)
+    if a.windows < 1:
+        ap.error("--windows must be at least 1")
+    workloads = load_workloads(a.workload or ["synthetic:diurnal-bursty"], duration,
+                               a.windows)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:

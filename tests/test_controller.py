@@ -339,3 +339,20 @@ def test_an_arrival_rate_called_bad_telemetry_never_reaches_the_forecast_history
     assert max(history.values()) < 500  # the thousandfold rates were never recorded
     assert not any(300 < t <= 600 for t in history)  # the fault's minutes are left out
     assert {240.0, 660.0} <= set(history)  # before and after, the load is recorded
+
+
+def test_a_failing_anomaly_detector_vouches_for_nothing_so_nothing_scales_down() -> None:
+    class Broken:
+        def observe(self, snap: Snapshot) -> Any:
+            raise RuntimeError("corrupt detector state")
+
+    config = make_config(target_yaml("a"), guardrails=FAST)
+    clock = SimClock(0.0)
+    backend = SimBackend(config, clock, duration=3600.0)
+    tel = Telemetry(CollectorRegistry())
+    ctl = Controller(config, backend, backend, clock, tel, monitor_factory=lambda t: Broken())
+    backend.sims["a"].scale(12)  # too many: the HPA wants fewer
+    decisions = [d["a"] for d in run_ticks(ctl, clock, 20) if d["a"] is not None]
+    assert all(d.replicas >= d.previous_replicas for d in decisions)
+    assert any("unverified_telemetry" in d.rules for d in decisions)  # held, and said so
+    assert metric(tel, "aiops_errors_total", target="a", kind="internal") == 20

@@ -219,6 +219,49 @@ def test_a_stuck_queue_while_ttft_explodes_is_bad_telemetry() -> None:
     assert "stuck" in bad(reports[WARM + 2])["requests_waiting"]
 
 
+def test_littles_law_finds_a_queue_stuck_at_empty_and_lets_a_real_one_drain() -> None:
+    rows = traffic(WARM + 8)
+    for row in rows:
+        row["ttft_p50"] = 0.1
+    for row in rows[WARM:WARM + 4]:
+        # half a minute to first token at ~10 requests/s: Little's law puts at least
+        # ~150 requests in the system, the gauges show ~50 and an empty queue, as before
+        row["ttft_p50"] = 30.0
+    for row, waiting in zip(rows[WARM + 4:], (300.0, 150.0, 40.0, 0.0), strict=True):
+        row["ttft_p50"] = 30.0  # a real queue draining: it moves every tick
+        row["requests_waiting"] = waiting
+    _, reports = run(rows)
+    assert not any(r.bad_telemetry for r in reports[:WARM])
+    assert "Little's law" in bad(reports[WARM])["requests_waiting"]
+    assert not any(r.bad_telemetry for r in reports[WARM + 4:])
+    assert any("Little's law" in d for d in reports[WARM + 7].unverified)  # but no ground
+    # for a scale-down while the bound is broken
+
+
+def test_a_first_unlikely_repeat_is_a_doubt_not_an_alarm() -> None:
+    rows = traffic(WARM + 3)
+    rows[WARM]["arrival_rate"] = rows[WARM - 1]["arrival_rate"]  # one repeat: suspicious
+    _, reports = run(rows)
+    assert not any(r.unverified for r in reports[WARM // 2:WARM])  # normal ticks vouch
+    assert not reports[WARM].bad_telemetry
+    assert any(d.startswith("arrival_rate repeated 1") for d in reports[WARM].unverified)
+    assert not reports[WARM + 1].unverified  # it moved again: the doubt is gone
+
+
+def test_traffic_that_stops_at_once_is_not_bad_telemetry() -> None:
+    # a service gap: the last requests arrive early in the tick, those in flight still
+    # generate the tick's tokens, then nothing; per-request ratios are off for that tick
+    rows = traffic(WARM + 6)
+    gap = rows[WARM]
+    gap.update(arrival_rate=1.5, prompt_tokens_rate=500 * 1.5, requests_running=2.0,
+               kv_cache_usage=0.0016)  # generation_tokens_rate: the previous tick's
+    for row in rows[WARM + 1:]:
+        row.update(arrival_rate=0.0, prompt_tokens_rate=0.0, generation_tokens_rate=0.0,
+                   requests_running=0.0, kv_cache_usage=0.0)
+    _, reports = run(rows)
+    assert not any(r.bad_telemetry for r in reports)
+
+
 def test_latency_step_at_steady_load_is_health_and_after_a_surge_follows_load() -> None:
     rows = traffic(WARM + 10)
     for row in rows[WARM:]:

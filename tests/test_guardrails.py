@@ -50,6 +50,7 @@ HEALTH_ANOMALY = AnomalyReport(time=NOW, anomalies=(
     MetricAnomaly("ttft_p99", 0.95, "health"),))
 WEAK_ANOMALY = AnomalyReport(time=NOW, anomalies=(
     MetricAnomaly("vllm:num_requests_waiting", 0.5, "load_change"),))
+UNVERIFIED = AnomalyReport(time=NOW, unverified=("arrival_rate repeated 1 tick(s)",))
 
 
 def make(rec: int | None = 4, batch: int | None = None, **kw: Any) -> GuardInput:
@@ -127,6 +128,12 @@ EXAMPLES: list[tuple[str, GuardInput, GuardrailsConfig, GuardrailState, int, int
      64, ()),
     ("anomaly_freeze off", make(3, anomalies=BAD_TELEMETRY), cfg(anomaly_freeze=False), S(),
      3, 64, ()),
+    ("unverified telemetry holds a scale-down", make(3, anomalies=UNVERIFIED), QUIET, S(), 4,
+     64, ("unverified_telemetry",)),
+    ("unverified telemetry allows scale-up", make(6, anomalies=UNVERIFIED), QUIET, S(), 6,
+     64, ()),
+    ("unverified telemetry, anomaly_freeze off", make(3, anomalies=UNVERIFIED),
+     cfg(anomaly_freeze=False), S(), 3, 64, ()),
     ("min_replicas", make(0, replicas=2, min_replicas=2), QUIET, S(), 2, 64,
      ("min_replicas",)),
     ("min_replicas beats max_step_up", make(1, replicas=1, min_replicas=7), QUIET, S(), 7,
@@ -321,7 +328,7 @@ def test_batch_interval_over_ticks() -> None:
 # threshold arithmetic of AnomalyReport is types.py's, here only "active or not, which kind".
 REPORTS: tuple[AnomalyReport | None, ...] = (
     None, None, AnomalyReport(time=NOW), WEAK_ANOMALY, LOAD_ANOMALY, BAD_TELEMETRY,
-    HEALTH_ANOMALY,
+    HEALTH_ANOMALY, UNVERIFIED,
     AnomalyReport(time=NOW, anomalies=(MetricAnomaly("ttft", 0.97, "health"),
                                        MetricAnomaly("kv", 0.2, "bad_telemetry"))))
 batch_values = st.sampled_from([16, 32, 64, 96, 128, 256])
@@ -390,10 +397,11 @@ def failing(inp: GuardInput) -> bool:
 
 
 def freezing(inp: GuardInput, config: GuardrailsConfig) -> bool:
-    """An anomaly that forbids a scale-down: bad telemetry or health, above threshold."""
+    """A report that forbids a scale-down: bad telemetry or health above threshold, or
+    telemetry it cannot vouch for."""
     r = inp.anomalies
-    return config.anomaly_freeze and r is not None and any(
-        a.score >= r.threshold and a.kind in ("bad_telemetry", "health") for a in r.anomalies)
+    return config.anomaly_freeze and r is not None and (bool(r.unverified) or any(
+        a.score >= r.threshold and a.kind in ("bad_telemetry", "health") for a in r.anomalies))
 
 
 def check_explained(d: Decision) -> None:
@@ -469,7 +477,7 @@ def check_anomaly_never_scales_down(inp: GuardInput, config: GuardrailsConfig,
     config = config.model_copy(update={"anomaly_freeze": True})
     rec = inp.recommendation or Recommendation(inp.replicas + 3)
     good = dataclasses.replace(inp, data_ok=True, recommendation=rec)
-    for report in (HEALTH_ANOMALY, REPORTS[-1], BAD_TELEMETRY):
+    for report in (HEALTH_ANOMALY, REPORTS[-1], BAD_TELEMETRY, UNVERIFIED):
         d, _ = apply_guardrails(dataclasses.replace(good, anomalies=report), config, state)
         assert d.replicas >= inp.replicas
         # a freeze only stops the way down: the way up is what it would be without it
@@ -479,6 +487,13 @@ def check_anomaly_never_scales_down(inp: GuardInput, config: GuardrailsConfig,
     # a real load change is followed, down too: it decides as if nothing were anomalous
     d, _ = apply_guardrails(dataclasses.replace(good, anomalies=LOAD_ANOMALY), config, state)
     assert d.replicas == calm.replicas
+    # a doubt holds this tick alone: the stabilization window it leaves is the one without
+    # it, so the next tick decides as if the doubt had not been
+    d, after = apply_guardrails(dataclasses.replace(good, anomalies=UNVERIFIED), config, state)
+    calm, calm_after = apply_guardrails(dataclasses.replace(good, anomalies=None), config,
+                                        state)
+    assert after.recommendations == calm_after.recommendations
+    assert d.replicas == max(calm.replicas, inp.replicas)
 
 
 def check_max_step(inp: GuardInput, config: GuardrailsConfig, state: GuardrailState) -> None:
@@ -761,7 +776,7 @@ def test_rule_names_are_stable() -> None:
     assert REPLICA_RULES == (
         "data_hold", "fallback", "rl_floor", "anomaly_freeze", "min_replicas",
         "max_replicas", "gpu_budget", "scale_down_stabilization", "cooldown", "max_step_up",
-        "max_step_down", "paused")
+        "max_step_down", "unverified_telemetry", "paused")
     assert BATCH_RULES == (
         "batch_tuning_disabled", "batch_not_allowed", "batch_data_hold", "batch_anomaly",
         "batch_min_ready", "batch_interval", "batch_paused")

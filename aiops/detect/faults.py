@@ -68,6 +68,8 @@ SUMMED_FIELDS: tuple[str, ...] = (
 """Fields the queries sum over pods: a pod counted twice counts twice in these."""
 COUNTER_FIELDS: tuple[str, ...] = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
 """Fields read as ``rate()`` of a counter."""
+COPY_SPREAD_S = 1.0
+"""How far from its original a request copied by a real load change may land (seconds)."""
 LOOKBACK_S = 300.0
 """Prometheus' default ``--query.lookback-delta``: how long a vanished series is returned."""
 
@@ -127,13 +129,15 @@ class FaultySource:
     """A ``MetricSource`` that returns ``inner``'s snapshots with telemetry faults applied.
 
     ``rate_window_s`` is the window of the counter rates (the ``counter_reset`` artefact
-    lasts one window). What was served and what was true are kept for the benchmark's
-    plots in ``served`` and ``true`` (one row per snapshot).
+    lasts one window). ``unscraped`` fields are NaN throughout, as for a cluster that does
+    not scrape them (the fault-free truth too). What was served and what was true are kept
+    for the benchmark's plots in ``served`` and ``true`` (one row per snapshot).
     """
 
     def __init__(self, inner: MetricSource, faults: Sequence[Fault],
-                 rate_window_s: float = 60.0) -> None:
+                 rate_window_s: float = 60.0, unscraped: Sequence[str] = ()) -> None:
         self.inner = inner
+        self.unscraped = dict.fromkeys(unscraped, math.nan)
         self.faults = tuple(f for f in faults if f.telemetry)
         self.rate_window_s = rate_window_s
         self.served: list[Snapshot] = []
@@ -146,6 +150,8 @@ class FaultySource:
 
     def snapshot(self, target: TargetConfig, at: float) -> Snapshot:
         snap = self.inner.snapshot(target, at)
+        if self.unscraped:
+            snap = _with(snap, self.unscraped)
         dt = at - self._last_t if math.isfinite(self._last_t) else 0.0
         self._last_t = at
         for f in COUNTER_FIELDS:  # the counters the exporters would hold
@@ -245,8 +251,11 @@ def reshape(w: Workload, changes: Sequence[Fault], seed: int = 0) -> Workload:
 
     Each request is kept ``floor(m)`` times plus once more with probability ``m - floor(m)``
     where ``m`` is the multiplier at its arrival; copies land uniformly between the
-    midpoints to its neighbours and carry its tokens, so the token mix and the burstiness
-    stay the workload's own (as ``rate_scale`` does, with a multiplier that varies in time).
+    midpoints to its neighbours, at most ``COPY_SPREAD_S`` away, and carry its tokens, so
+    the token mix and the burstiness stay the workload's own (as ``rate_scale`` does, with
+    a multiplier that varies in time). The cap keeps a sparse trace's idle minutes idle:
+    copies of one request spread over a long gap would arrive one a tick with identical
+    prompts, a metronome no client makes.
     """
     changes = [c for c in changes if not c.telemetry or c.kind == "queue_stuck"]
     if not changes or len(w) == 0:
@@ -263,6 +272,7 @@ def reshape(w: Workload, changes: Sequence[Fault], seed: int = 0) -> Workload:
         mid = (t[:-1] + t[1:]) / 2
         lo = np.concatenate([[max(0.0, t[0] - (mid[0] - t[0]))], mid])
         hi = np.concatenate([mid, [min(w.duration, t[-1] + (t[-1] - mid[-1]))]])
+        lo, hi = np.maximum(lo, t - COPY_SPREAD_S), np.minimum(hi, t + COPY_SPREAD_S)
     else:
         lo, hi = np.zeros(1), np.full(1, w.duration)
     keep = np.flatnonzero(n >= 1)

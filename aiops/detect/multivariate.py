@@ -43,10 +43,11 @@ VLLM_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("gpu_utilization", "usage", 0.0, 1.0, optional=True),
     MetricSpec("ttft_p99", "health", 0.0, optional=True),
     MetricSpec("tpot_p99", "health", 0.0, optional=True),
+    MetricSpec("ttft_p50", "health", 0.0, optional=True, learned=False),
 )
 """The ``Snapshot`` fields worth watching, with their physical ranges. Latency quantiles are
 NaN when no request finished in the window and GPU utilisation when DCGM is not scraped:
-both optional."""
+both optional. The median TTFT serves Little's law only (its p99 is the one scored)."""
 
 
 def snapshot_values(snapshot: Snapshot) -> dict[str, float]:
@@ -100,7 +101,7 @@ class TargetScorer:
         # an empty queue for hours is normal), so the detectors' duration rule is off here.
         params = {"runs": False, **detector_params}
         self.detectors: dict[str, StreamDetector] = {
-            m.name: make_detector(detector, **params) for m in metrics}
+            m.name: make_detector(detector, **params) for m in metrics if m.learned}
         self.checks = TelemetryChecks(metrics, **dict(checks or {}))
         self.loads = [m.name for m in metrics if m.role == "load"]
         # fast and slow exponential averages of log(1 + load), per load metric
@@ -142,7 +143,8 @@ class TargetScorer:
             kind, detail = self._classify(self.specs[name].role, moved)
             found.append(MetricAnomaly(name, score, kind, detail))
         found.sort(key=lambda a: (-a.score, a.metric))
-        return AnomalyReport(time=time, anomalies=tuple(found), threshold=self.threshold)
+        return AnomalyReport(time=time, anomalies=tuple(found), threshold=self.threshold,
+                             unverified=tuple(self.checks.doubts))
 
     def _load_moved(self, values: Mapping[str, float], findings: Mapping[str, Finding],
                     ) -> list[str]:

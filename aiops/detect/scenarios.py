@@ -12,8 +12,9 @@ that the benchmark can count, per injected event:
 - for a telemetry fault: whether and when ``bad_telemetry`` was reported (ticks to
   detect: 1 means on the first faulty tick) and how many scale-downs happened while the
   fault lasted (each one is blind);
-- for a real load change: how many ticks the anomaly freeze held (it should not: the
-  policies are there to follow real load) and whether a load change was reported.
+- for a real load change: how many ticks the anomaly freeze or the unverified-telemetry
+  hold changed a decision (they should not: the policies are there to follow real load)
+  and whether a load change was reported.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ import numpy as np
 from aiops.detect.faults import VLLM_FIELDS, Fault, FaultySource, reshape
 from aiops.sim.workloads import Workload
 from aiops.types import AnomalyReport, Snapshot
+
+UNSCRAPED: tuple[str, ...] = ("gpu_utilization",)
+"""Fields the scenarios' cluster does not scrape (as a cluster without DCGM). The simulator's
+GPU utilisation falls below zero after a pod leaves (the pod's busy seconds leave the fleet's
+total within the window), which no DCGM exporter shows: the checks rightly call it
+impossible, and it would count against them here. No policy reads it."""
 
 GRACE_S = 120.0
 """After a fault ends, the detector may need a tick or two to see good data again; reports
@@ -64,7 +71,8 @@ class Run:
     times: list[float] = field(default_factory=list)
     previous: list[int] = field(default_factory=list)  # replicas before the decision
     replicas: list[int] = field(default_factory=list)  # replicas decided
-    frozen: list[bool] = field(default_factory=list)  # the anomaly_freeze rule changed it
+    frozen: list[bool] = field(default_factory=list)  # a detector's rule changed it (below)
+    doubted: list[bool] = field(default_factory=list)  # of which unverified_telemetry
     held: list[bool] = field(default_factory=list)  # data_hold / fallback fired
     bad: list[bool] = field(default_factory=list)  # report.bad_telemetry
     armed: list[bool] = field(default_factory=list)  # a freeze was due (bad or health)
@@ -106,7 +114,8 @@ def config_text(policy: str, interval_s: float, max_replicas: int, detector: str
 def run_scenario(scenario: Scenario, *, detect: bool = True, policy: str = "predictive",
                  interval_s: float = 15.0, max_replicas: int = 32, seed: int = 0,
                  detector: str = "default", forecast: bool = True,
-                 monitor_params: dict[str, Any] | None = None) -> Run:
+                 monitor_params: dict[str, Any] | None = None,
+                 unscraped: Sequence[str] = UNSCRAPED) -> Run:
     """Run the daemon on ``scenario``; ``detect=False`` runs it without anomaly detection.
 
     ``forecast=False`` leaves the predictive policy without a forecaster (it then follows
@@ -128,7 +137,7 @@ def run_scenario(scenario: Scenario, *, detect: bool = True, policy: str = "pred
     workload = reshape(scenario.workload, scenario.changes, seed=seed)
     clock = SimClock(0.0)
     backend = SimBackend(cfg, clock, workloads={"t": workload}, duration=duration)
-    source = FaultySource(backend, scenario.faults)
+    source = FaultySource(backend, scenario.faults, unscraped=unscraped)
     recorder: _Recorder | None = None
     monitors = None
     if detect:
@@ -153,7 +162,8 @@ def run_scenario(scenario: Scenario, *, detect: bool = True, policy: str = "pred
         run.previous.append(d.previous_replicas if d else -1)
         run.replicas.append(d.replicas if d else -1)
         rules = d.rules if d else ()
-        run.frozen.append("anomaly_freeze" in rules)
+        run.frozen.append("anomaly_freeze" in rules or "unverified_telemetry" in rules)
+        run.doubted.append("unverified_telemetry" in rules)
         run.held.append("data_hold" in rules or "fallback" in rules)
         run.bad.append(bool(report and report.bad_telemetry))
         run.armed.append(bool(report and any(
@@ -194,6 +204,7 @@ class EventScore:
     ticks_to_detect: float  # 1 = flagged on the first tick the fault altered; inf: never
     scale_downs: int  # inside the window (for a fault: once it altered what was read)
     frozen: int  # ticks the anomaly freeze changed a decision inside the window
+    doubted: int  # of which the unverified_telemetry hold (a doubt, not a finding)
     armed: int  # ticks a freeze was due (bad telemetry or health) inside the window
     load_seen: bool  # an active load_change anomaly inside the window
 
@@ -230,6 +241,7 @@ def score_event(run: Run, event: Fault) -> EventScore:
     return EventScore(event=event, ticks=int(inside.sum()), flagged=int((bad & inside).sum()),
                       ticks_to_detect=ttd, scale_downs=int(downs.sum()),
                       frozen=int((run.array("frozen") & inside).sum()),
+                      doubted=int((run.array("doubted") & inside).sum()),
                       armed=int((run.array("armed") & inside).sum()),
                       load_seen=bool((run.array("load_seen") & inside).any()))
 

@@ -40,7 +40,10 @@ Cross-metric physics (log-ratios that load does not move):
   system of the last minute, on two ticks in a row, is a unit change;
 - a queue that does not move while every slot is busy and TTFT is far above anything seen:
   the queue metric is stuck (with a full batch, new requests wait, and TTFT grows because
-  they do; with free slots a high TTFT is slow prefill, a health matter).
+  they do; with free slots a high TTFT is slow prefill, a health matter);
+- Little's law as a bound, needing nothing learnt: ``running + waiting >= arrival_rate x
+  ttft_p50 / 2`` (the mean time in system is at least the mean TTFT, at least half its
+  median); broken while the queue metric stands still, the queue metric is stuck.
 
 Each ratio's normal band is learned from this target's own good ticks (its median and its
 0.5%/99.5% quantiles over the last ``window`` ticks). A tick beyond ``break_spread`` times
@@ -48,6 +51,19 @@ the band's half-width is a break at once; beyond ``confirm_spread`` times it mus
 two ticks in a row (one odd scrape is noise, two are a fault). Ratios are judged only when
 both sides count enough events to be meaningful (``min_events``), so a quiet hour or an
 outage (everything at zero) is never a fault.
+
+Not finding a fault is not evidence that the numbers are live (the first tick of a stale
+scrape looks like a quiet one), and removing capacity needs evidence. So each tick also lists
+its *doubts* (``TelemetryChecks.doubts``): what is suspicious but not yet a finding. A run
+of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``, a ratio
+beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
+latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
+a metric that has never had a value, a rate reading 0 while another counts requests or
+tokens. A ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears
+it (the ratio judged right again; the rate moving, or every rate and gauge at 0 together),
+so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
+guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
+alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
@@ -74,7 +90,9 @@ class MetricSpec:
     """One metric of a target: its role, the values it can take, and whether NaN is normal.
 
     ``optional``: NaN is a normal answer (latency quantiles with no finished request, a GPU
-    exporter that is not installed), never "missing".
+    exporter that is not installed), never "missing". ``learned``: whether a per-metric
+    detector scores it too (False: it serves the checks only, as the median TTFT serves
+    Little's law).
     """
 
     name: str
@@ -82,6 +100,7 @@ class MetricSpec:
     lower: float = -math.inf
     upper: float = math.inf
     optional: bool = False
+    learned: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,7 @@ class Relation:
     min_factor: float
     queue_free: bool = False  # judged only while nothing waits (see RELATIONS)
     sparse: bool = False  # judged from one event a side, not ``min_events`` (see RELATIONS)
+    balanced: bool = False  # judged only while the number in the system holds (RELATIONS)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -142,13 +162,18 @@ class Relation:
 # lowers it until the new requests have been in the system a while, up to its size, so 4x
 # (a counter reset read through rate(sum()) is a hundredfold). The ratios need
 # ``min_events`` requests, tokens and sequences a tick: one request's prompt is not a mean.
+# Generated tokens come from every request in the system during the tick, arrivals only from
+# the new ones: the two agree when about as many requests leave as arrive. When the traffic
+# stops at once (a service gap, a client outage), the requests still in flight generate a
+# tick's tokens for a handful of arrivals; so tokens out per request is judged only while
+# the number in the system moved by less than half a tick's arrivals (``balanced``).
 # Time in system alone is judged from a single request in the system, so that a thousandfold
 # rate is caught on a quiet service too; its one-sided 4x margin leaves room for the noise.
 RELATIONS: tuple[Relation, ...] = (
     Relation("tokens_per_request_in", (("prompt_tokens_rate",),), (("arrival_rate",),),
              "both", "prompt tokens per request", 4.0, queue_free=True),
     Relation("tokens_per_request_out", (("generation_tokens_rate",),), (("arrival_rate",),),
-             "both", "generated tokens per request", 4.0, queue_free=True),
+             "both", "generated tokens per request", 4.0, queue_free=True, balanced=True),
     Relation("kv_per_prompt_token", (("kv",), ("arrival_rate",)),
              (("requests_running",), ("prompt_tokens_rate",)), "both",
              "KV per running sequence over prompt tokens per request", 1.5, queue_free=True),
@@ -194,6 +219,14 @@ class TelemetryChecks:
         settle: ticks after a queue stood (more than a tenth of a tick's arrivals waiting)
             before per-request ratios are judged again (8: two minutes, longer than most
             requests take, so what was admitted from the queue has finished).
+        hold_p: probability of a run of repeats below which the run is a doubt that holds
+            a scale-down for the tick, though not yet an alarm (0.01: such a doubt comes by
+            chance on about one tick in a hundred per metric at most, and costs only that
+            tick's scale-down: the next tick decides again).
+        little_slack: how many times the requests the gauges show Little's law must ask
+            for before its bound counts as broken (2: gauges read at one instant against a
+            rate and a median over the window; a queue half drained within the window
+            stays inside).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -202,16 +235,22 @@ class TelemetryChecks:
                  min_events: float = 10.0,
                  cusum_h: float = 10.0, latency_factor: float = 20.0,
                  stuck_factor: float = 3.0,
-                 relearn_after: int = 240, settle: int = 8) -> None:
+                 relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
+                 little_slack: float = 2.0) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
-                and relearn_after >= 1):
+                and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
-                             "latency_factor > 0, stuck_factor > 1, relearn_after >= 1")
+                             "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
+                             "frozen_p <= hold_p < 1, little_slack >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
+        self.hold_log_p = math.log(hold_p)
+        self.little_slack = little_slack
+        self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
+        self.suspects: dict[str, str] = {}  # doubts that last until evidence clears them
         self.decay = math.exp(-1.0 / memory)
         self.window, self.min_points = window, min_points
         self.break_spread, self.confirm_spread = break_spread, confirm_spread
@@ -249,6 +288,7 @@ class TelemetryChecks:
         self.ttft_head = 0
         self.ttft_wait = np.full(settle, np.nan)  # good-tick TTFTs not yet in the band
         self.recent_w = np.full(4, np.nan)  # time in system, last four ticks
+        self.prev_inside = math.nan  # running + waiting at the previous tick
         self.latency_over: set[str] = set()  # latencies over their bound last tick
         self.ticks = 0
         self.last_queued = -10**9  # last tick with requests waiting
@@ -267,11 +307,15 @@ class TelemetryChecks:
         self.ticks += 1
         v = np.array([float(values.get(n, math.nan)) for n in self.names])
         found: dict[str, Finding] = {}
+        self.doubts = []
         self._priors(v, capacity, found)
         self._frozen(v, capacity, dt, found)
         ratios = self._relations(v, capacity, dt, found)
         self._latency(v, found)
         self._stuck_queue(v, capacity, found)
+        self._little(v, dt, found)
+        self._zero_load(v, dt)
+        self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
         self._learn_ttft(v, good)
@@ -289,9 +333,13 @@ class TelemetryChecks:
             spec = self.specs[n]
             x = v[i]
             if math.isnan(x):
-                if self.seen[i] and not spec.optional and spec.role != "health":
+                if spec.optional or spec.role == "health":
+                    continue
+                if self.seen[i]:
                     found[n] = Finding(n, "missing", f"{n} has no value (it had one before): "
                                        "the series vanished (scrape gap, renamed metric)")
+                else:
+                    self.doubts.append(f"{n} has never had a value")
                 continue
             self.seen[i] = 1.0
             if not math.isfinite(x) or not spec.lower <= x <= spec.upper:
@@ -359,6 +407,11 @@ class TelemetryChecks:
                 self.run[i] = 0
         for members in groups.values():
             log_p = sum(self.run[i] * math.log(self._p_repeat(i)) for i in members)
+            if self.frozen_log_p <= log_p < self.hold_log_p:
+                self.doubts.append(
+                    f"{', '.join(self.names[i] for i in members)} repeated "
+                    f"{int(max(self.run[i] for i in members))} tick(s) (probability "
+                    f"{math.exp(log_p):.1e})")
             if log_p < self.frozen_log_p:
                 names = [self.names[i] for i in members]
                 for i in members:
@@ -420,6 +473,7 @@ class TelemetryChecks:
         """Judge every relation; return the log-ratios of those within their band."""
         within: dict[int, float] = {}
         queued = self._queued(v, dt)
+        balanced = self._balanced(v, dt)
         for k, rel in enumerate(self.relations):
             events = 1.0 if rel.sparse else self.min_events
             num = [self._factor(f, v, cap, dt, events) for f in rel.num]
@@ -427,7 +481,7 @@ class TelemetryChecks:
             a = math.prod(x for x, _ in num)
             b = math.prod(x for x, _ in den)
             enough = all(ok for _, ok in (*num, *den))
-            if (rel.queue_free and queued) or not (
+            if (rel.queue_free and queued) or (rel.balanced and not balanced) or not (
                     enough and math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
                 self.pending[k] = 0
                 continue
@@ -435,9 +489,21 @@ class TelemetryChecks:
             verdict = self._judge(k, rel, x)
             if verdict is None:
                 within[k] = x
+                # a doubt: off once with events enough to mean it, or drifting half-way
+                dense = not rel.sparse or all(
+                    self._factor(f, v, cap, dt, self.min_events)[1] for f in (*rel.num,
+                                                                              *rel.den))
+                if (self.pending[k] != 0 and dense) or max(
+                        self.cus_lo[k], self.cus_hi[k]) > self.cusum_h / 2:
+                    self.suspects[rel.name] = (f"{rel.what} off its usual "
+                                               f"({math.exp(x):.3g}), not seen right since")
+                else:
+                    self.suspects.pop(rel.name, None)
                 continue
+            self.suspects[rel.name] = f"{rel.what} broken, not seen right since"
             self.broken_for[k] += 1
             if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
+                self.suspects.pop(rel.name, None)
                 self.filled[k] = 0
                 self.broken_for[k] = self.pending[k] = self.cus_lo[k] = self.cus_hi[k] = 0
                 continue
@@ -449,6 +515,39 @@ class TelemetryChecks:
                 f"{math.exp(center):.3g}: {', '.join(rel.metrics)} disagree "
                 f"({suspect} moved most)"))
         return within
+
+    def _zero_load(self, v: FloatArray, dt: float) -> None:
+        """A rate reading 0 while another counts ``min_events`` in the tick: each counts
+        the same requests (arrived, prefilled, generating), so the zero is in doubt until
+        it moves, or until every rate and gauge reads 0 together (an idle service is
+        consistent). Not a finding: completions, prompts and generated tokens do part for
+        a tick at low traffic (a long request generating, nothing new to prefill)."""
+        rates = [m for m in _RATE_METRICS if m in self.specs]
+        x = {m: values_of(v, self.names, m) for m in rates}
+        gauges = [values_of(v, self.names, m) for m in _COUNT_METRICS if m in self.specs]
+        if all(x[m] == 0 for m in rates) and all(g == 0 for g in gauges):
+            for m in rates:
+                self.suspects.pop(f"zero:{m}", None)
+            return
+        for m in rates:
+            if x[m] > 0:
+                self.suspects.pop(f"zero:{m}", None)
+                continue
+            busy = [o for o in rates if o != m and self._enough(o, x[o], dt)]
+            if x[m] == 0 and busy:
+                self.suspects[f"zero:{m}"] = (
+                    f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
+                    "and has not moved since")
+
+    def _balanced(self, v: FloatArray, dt: float) -> bool:
+        """Whether the number in the system moved by less than half a tick's arrivals
+        (``min_events`` at least) since the last tick: about as many left as arrived."""
+        if not {"requests_running", "requests_waiting", "arrival_rate"} <= set(self.specs):
+            return True
+        inside = sum(values_of(v, self.names, m) for m in _COUNT_METRICS)
+        before, self.prev_inside = self.prev_inside, inside
+        flow = values_of(v, self.names, "arrival_rate") * dt
+        return abs(inside - before) <= max(self.min_events, 0.5 * flow)
 
     def _queued(self, v: FloatArray, dt: float) -> bool:
         """Whether a real queue (more than ``queue_share`` of a tick's arrivals) stood in
@@ -557,6 +656,8 @@ class TelemetryChecks:
                 share = w if m == "ttft_p99" else w / per_request
                 if math.isfinite(x) and x > self.latency_factor * share + 1.0:
                     over.add(m)
+                    if m not in self.latency_over:
+                        self.doubts.append(f"{m} {x:g} s is beyond the time in system once")
                     if m in self.latency_over and m not in found:  # two ticks in a row
                         found[m] = Finding(
                             m, "latency_unit", f"{m} is {x:g} s but requests spend at most "
@@ -591,6 +692,44 @@ class TelemetryChecks:
                 f"highest usual ({top:.3g} s): requests wait where the queue metric does "
                 "not show")
 
+    def _little(self, v: FloatArray, dt: float, found: dict[str, Finding]) -> None:
+        """Little's law bounds how few requests can be in the system.
+
+        ``L = arrival_rate x W``, and the mean time in system ``W`` is at least the mean
+        TTFT, itself at least half the median TTFT (a non-negative quantity's median is at
+        most twice its mean: Markov's inequality). So ``running + waiting >= arrival_rate x
+        ttft_p50 / 2`` whatever the load, the model or the scheduler. The gauges are read at
+        one instant and the rate and the median over the window, so a queue that drained
+        within the window may break the bound for a tick: the test asks for more than
+        ``little_slack`` times the requests the gauges show plus ``min_events``, and a break
+        alone is a doubt. With the queue metric unmoved for two ticks it is a finding (a
+        real queue that drains moves): the requests the TTFT says are waiting are missing
+        from the queue metric. Skipped when another rule already found one of its inputs
+        wrong (a unit change of the arrival rate breaks the bound too).
+        """
+        need = ("requests_running", "requests_waiting", "arrival_rate", "ttft_p50")
+        if dt <= 0 or not set(need) <= set(self.specs) or any(m in found for m in need
+                                                                if m != "requests_waiting"):
+            return
+        running, waiting, rate, p50 = (values_of(v, self.names, m) for m in need)
+        inside = running + waiting
+        if not (rate > 0 and p50 > 0 and inside >= 0 and math.isfinite(rate * p50)):
+            return
+        implied = rate * p50 / 2.0
+        if implied <= self.little_slack * inside + self.min_events:
+            return
+        i = self.names.index("requests_waiting")
+        if self.same[i] >= 2 and "requests_waiting" not in found:
+            found["requests_waiting"] = Finding(
+                "requests_waiting", "queue_stuck",
+                f"requests_waiting stuck at {waiting:g} for {int(self.same[i])} ticks while "
+                f"Little's law puts at least {implied:.0f} requests in the system (arrivals "
+                f"{rate:.3g}/s x half the median TTFT {p50:.3g} s) and the gauges show "
+                f"{inside:g}: requests wait where the queue metric does not show")
+        else:
+            self.doubts.append(f"the gauges show {inside:g} requests in the system, Little's "
+                               f"law at least {implied:.0f}")
+
     def _learn_ttft(self, v: FloatArray, good: bool) -> None:
         """TTFT joins the band ``settle`` good ticks late, and not at all when a finding
         comes first: the first ticks of a fault are not yet known to be one."""
@@ -610,8 +749,10 @@ class TelemetryChecks:
     def state(self) -> DetectorState:
         meta: dict[str, JSONScalar] = {"ticks": self.ticks, "last_t": self.last_t,
                                        "ttft_head": self.ttft_head,
+                                       "prev_inside": self.prev_inside,
                                        "last_queued": self.last_queued}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
+        meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
         return DetectorState(name="telemetry", params={}, meta=meta, arrays={
             "prev": self.prev.copy(), "run": self.run.copy(), "run_start": self.run_start.copy(),
             "same": self.same.copy(),
@@ -647,7 +788,10 @@ class TelemetryChecks:
         self.last_t = _num(m["last_t"])
         self.ttft_head = int(_num(m["ttft_head"]))
         self.last_queued = int(_num(m["last_queued"]))
+        self.prev_inside = _num(m.get("prev_inside"))
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
+        self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
+                         if k.startswith("suspect.")}
 
 
 def values_of(v: FloatArray, names: Sequence[str], name: str) -> float:
