@@ -85,6 +85,19 @@ class TargetConfig(_Model):
         return f"{self.namespace}/{self.deployment}"
 
 
+def _check_url(url: str | None) -> str | None:
+    """An HTTP(S) URL with a host: a typo here would otherwise surface as a connection error
+    on the first tick, far from the line that caused it."""
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return url
+
+
 class PrometheusConfig(_Model):
     url: str = "http://localhost:9090"
     timeout_s: float = Field(10.0, gt=0)
@@ -97,6 +110,8 @@ class PrometheusConfig(_Model):
     verify_tls: bool = True
     stale_after_s: float = Field(120.0, gt=0, description="a sample older than this is stale")
     rate_window_s: float = Field(60.0, gt=0, description="window of rate() and quantiles")
+
+    _url = field_validator("url")(_check_url)
 
     def auth_conflict(self) -> str | None:
         """What is wrong with the combination of credentials set, or None. Also asked by
@@ -140,6 +155,8 @@ class GrafanaConfig(_Model):
     dashboard_uid: str | None = None
     tags: tuple[str, ...] = ("aiops",)
     timeout_s: float = Field(5.0, gt=0)
+
+    _url = field_validator("url")(_check_url)
 
 
 class LeaderElectionConfig(_Model):
@@ -214,7 +231,7 @@ class DaemonConfig(_Model):
 class Config(_Model):
     backend: Literal["kubernetes", "sim"] = "kubernetes"
     dry_run: bool = True
-    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    targets: tuple[TargetConfig, ...]
     prometheus: PrometheusConfig = PrometheusConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     grafana: GrafanaConfig = GrafanaConfig()
@@ -228,6 +245,10 @@ class Config(_Model):
     @field_validator("targets")
     @classmethod
     def _unique(cls, targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
+        # Checked here rather than with min_length: a length constraint is also reported
+        # when one target is invalid (the failed item is dropped), a second, false error.
+        if not targets:
+            raise ValueError("give at least one target (a list of deployments to size)")
         seen: set[str] = set()
         for t in targets:
             if t.name in seen:
@@ -332,15 +353,105 @@ def parse_config(text: str, *, source: str = "<config>",
             if first_line is None:
                 first_line = line
             where = f" (line {line})" if line else ""
-            problems.append(f"{field}{where}: {err['msg']}")
+            problems.append(f"{field}{where}: {describe_error(err)}")
         raise InputError("invalid config: " + "; ".join(problems), path=source,
                          line=first_line) from None
 
 
+_PLAIN = (
+    ("Value error, ", ""),
+    ("Input should be a valid integer, unable to parse string as an integer",
+     "expected a whole number"),
+    ("Input should be a valid integer, got a number with a fractional part",
+     "expected a whole number"),
+    ("Input should be a valid number, unable to parse string as a number", "expected a number"),
+    ("Input should be a valid boolean, unable to interpret input", "expected true or false"),
+    ("Input should be ", "expected "),
+)
+
+
+def plain_message(text: str) -> str:
+    """A validation library's message in the words of the rest of aiops (no "Value error,"
+    or "Input should be" prefixes)."""
+    for old, new in _PLAIN:
+        text = text.replace(old, new)
+    return text
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The fields allowed where ``loc``'s last key was found (for "unknown field" errors)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        ann = info.annotation
+        for arg in (*getattr(ann, "__args__", ()), ann):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def describe_error(err: Any) -> str:
+    """One pydantic error as a sentence that says what is expected."""
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    shown = repr(given) if isinstance(given, str | int | float | bool) else None
+    got = f", got {shown}" if shown is not None else ""
+    if kind == "extra_forbidden":
+        known = _known_fields(tuple(err["loc"]))
+        return "unknown field" + (f"; known here: {', '.join(known)}" if known else "")
+    if kind == "missing":
+        return "required; give a value"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number{got}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false{got}"
+    if kind == "literal_error" and "expected" in ctx:
+        return f"expected {ctx['expected']}{got}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "")
+        return f"must be {bounds[kind]} {limit}{got}"
+    if kind in ("tuple_type", "list_type", "set_type"):
+        return f"expected a list, e.g. [32, 64]{got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of fields (key: value lines){got}"
+    if kind == "string_type":
+        return f"expected text{got}"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return plain_message(str(err.get("msg", "invalid")))
+
+
+def config_lines(path: str | Path) -> dict[tuple[str | int, ...], int]:
+    """Each key path of a config file (``("targets", 0, "policy")``) and its 1-based line;
+    empty when the file cannot be read again. For checks that run after validation."""
+    try:
+        return _line_index(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+
+
 def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> Config:
     p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder; give the path of a YAML config file", path=str(p))
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot read config: {exc.strerror}", path=str(p)) from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[:exc.start].count(b"\n") + 1
+        raise InputError("not a text file: a config is YAML in UTF-8 (byte "
+                         f"{exc.start} is not UTF-8)", path=str(p), line=line) from None
     return parse_config(text, source=str(p), environ=environ)

@@ -69,6 +69,13 @@ class LoadForecaster(Protocol):
     def predict(self, horizon: int) -> Forecast: ...
 
 
+def _untrusted(report: AnomalyReport | None, metric: str) -> bool:
+    """Whether ``report`` calls ``metric`` bad telemetry this tick."""
+    return report is not None and any(
+        a.metric == metric and a.kind == "bad_telemetry" and a.score >= report.threshold
+        for a in report.anomalies)
+
+
 def error_kind(exc: BaseException) -> str:
     """The label an error is counted under."""
     if isinstance(exc, DataQualityError):
@@ -233,7 +240,7 @@ class Controller:
             self.telemetry.last_success.labels(target=cfg.name).set(now)
             self.telemetry.load.labels(target=cfg.name).set(snap.arrival_rate)
             anomalies = self._detect(rt, snap)
-            forecast = self._forecast(rt, snap)
+            forecast = self._forecast(rt, snap, anomalies)
             try:
                 rec, rt.policy_state = rt.policy.decide(
                     PolicyInput(snap, rt.context, forecast=forecast, anomalies=anomalies),
@@ -324,17 +331,26 @@ class Controller:
             report = rt.monitor.observe(snap)
         except Exception as exc:
             self._count(rt, exc, "anomaly detection")
-            return None
+            # no check ran: nothing vouches for the numbers, so no scale-down on them
+            return AnomalyReport(snap.time, unverified=(f"anomaly detection failed: {exc}",))
         self.telemetry.record_anomalies(rt.cfg.name, report)
         return report
 
-    def _forecast(self, rt: TargetRuntime, snap: Snapshot) -> Forecast | None:
-        """Feed the observed load to the forecaster and predict one cold start ahead."""
+    def _forecast(self, rt: TargetRuntime, snap: Snapshot,
+                  anomalies: AnomalyReport | None = None) -> Forecast | None:
+        """Feed the observed load to the forecaster and predict one cold start ahead.
+
+        An arrival rate the detector calls bad telemetry is not fed (a unit change or a
+        counter-reset spike in the history would be forecast for days); the forecast is
+        still made from the history so far.
+        """
         rate = snap.arrival_rate
         if not math.isfinite(rate):
             return None
-        closed = self._accumulate(rt, snap.time, rate)
-        self._score_past_forecast(rt, snap.time, rate)
+        closed = None
+        if not _untrusted(anomalies, "arrival_rate"):
+            closed = self._accumulate(rt, snap.time, rate)
+            self._score_past_forecast(rt, snap.time, rate)
         fc = rt.forecaster
         if fc is None or not rt.forecaster_fitted:
             return None

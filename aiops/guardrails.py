@@ -41,12 +41,21 @@ Phase 1 — can the recommendation be trusted? (it is replaced before anything s
    the recommendation is raised to it *before* smoothing, so the shielded value is what the
    stabilization window remembers and the step limit paces, exactly as for any other policy.
    Skipped on failed ticks: the floor came from the same bad data.
-4. ``anomaly_freeze`` (when ``GuardrailsConfig.anomaly_freeze``) — during an active anomaly
-   the recommendation may not go below the current count (the load or the fleet is doing
-   something unexplained; removing capacity is the risky direction). A ``bad_telemetry``
-   anomaly holds completely, like ``data_hold``: the detector says the numbers are lies.
-   After the floor, so that a bad-telemetry hold also overrides a floor computed from lies.
-   Skipped on failed ticks, where the hold or the fallback has already decided.
+4. ``anomaly_freeze`` (when ``GuardrailsConfig.anomaly_freeze``) — during an active
+   ``bad_telemetry`` or ``health`` anomaly the recommendation may not go below the current
+   count. Bad telemetry: the numbers may be lies, and a scale-down decided on lies is blind.
+   Health (latency or usage anomalous at steady load): the fleet is doing something
+   unexplained, and removing capacity is the risky direction. A ``load_change`` anomaly
+   does not freeze: real load going up or down is what the policies are there to follow,
+   and freezing a real drop would keep idle GPUs for nothing. A scale-up stays allowed
+   in every case: during a telemetry fault real load may still rise (a stuck queue metric
+   while TTFT explodes), and a scale-up decided on lies costs GPU-hours, where holding it
+   costs users; the cost shows in ``bench/faults.py``. After the floor. Skipped on failed
+   ticks, where the hold or the fallback has already decided.
+
+   Not finding a fault is not evidence that the numbers are live: the first tick of a
+   stale scrape looks like a quiet one. So a scale-down also needs the report to vouch for
+   the telemetry; see ``unverified_telemetry`` below.
 
 Phase 2 — hard bounds. Applied to the trusted recommendation *before* smoothing, so that a
 clamp names the constraint that actually binds (as the HPA reports ``TooManyReplicas``
@@ -80,10 +89,17 @@ phase 2 interval, so no smoothing rule can undo a bound):
 10. ``max_step_up`` / ``max_step_down`` — the size of whatever change is left is limited per
     tick. Last among the smoothing rules so it limits the final move. Only a hard bound
     (``min_replicas`` above, ``max_replicas`` below the current count) moves further.
+11. ``unverified_telemetry`` (with ``anomaly_freeze``) — a scale-down that is still left
+    needs the anomaly report to vouch for the telemetry this tick
+    (``AnomalyReport.unverified`` empty: no first repeat of a metric that rarely repeats, no
+    ratio off once, no check that could not run). Otherwise it is held for this tick alone.
+    After the smoothing rules, so it fires only when a scale-down would really happen, and
+    the stabilization window keeps the policy's value: a one-tick doubt does not restart the
+    window, the next tick decides again.
 
 Phase 4 — the operator's override:
 
-11. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
+12. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
     clamps before it show what aiops *would* do once unpaused.
 
 Batch-size rules
@@ -113,7 +129,8 @@ With ``cur`` the current replicas and ``new`` the decision:
 * ``new <= max_replicas``, unless ``new == cur`` held above it by pause, failed data or an
   anomaly freeze; ``new >= min_replicas``, unless paused or the GPU budget stops the climb
   (then ``cur <= new``);
-* failed data or an active anomaly freeze → ``new >= cur``;
+* failed data, or an active bad-telemetry or health anomaly or unverified telemetry with
+  ``anomaly_freeze`` → ``new >= cur``;
 * ``new - cur <= max_step_up`` unless ``min_replicas`` raised it (``new <= min_replicas``;
   the GPU budget may stop it short); ``cur - new <= max_step_down`` unless
   ``new == max_replicas``;
@@ -149,6 +166,7 @@ from aiops.types import AnomalyReport, Clamp, Decision, Recommendation
 
 __all__ = [
     "BATCH_RULES",
+    "FREEZING_KINDS",
     "HOLD_RULES",
     "REPLICA_RULES",
     "STATE_FORMAT_VERSION",
@@ -177,6 +195,7 @@ class Rule(StrEnum):
     COOLDOWN = "cooldown"
     MAX_STEP_UP = "max_step_up"
     MAX_STEP_DOWN = "max_step_down"
+    UNVERIFIED_TELEMETRY = "unverified_telemetry"
     PAUSED = "paused"
     BATCH_TUNING_DISABLED = "batch_tuning_disabled"
     BATCH_NOT_ALLOWED = "batch_not_allowed"
@@ -445,9 +464,18 @@ def _window(state: GuardrailState, now: float, window_s: float, current: int,
     return _dominance_pruned((*kept, (now, value)))
 
 
-def _anomaly_text(report: AnomalyReport) -> str:
+FREEZING_KINDS: frozenset[str] = frozenset({"bad_telemetry", "health"})
+"""Anomaly kinds that forbid a scale-down (``anomaly_freeze``); a load change does not."""
+
+
+def _freezing(report: AnomalyReport) -> bool:
+    return any(a.score >= report.threshold and a.kind in FREEZING_KINDS
+               for a in report.anomalies)
+
+
+def _anomaly_text(report: AnomalyReport, kinds: frozenset[str] | None = None) -> str:
     hits = [f"{a.metric} ({a.kind}, {a.score:.2f})" for a in report.anomalies
-            if a.score >= report.threshold]
+            if a.score >= report.threshold and (kinds is None or a.kind in kinds)]
     return ", ".join(hits)
 
 
@@ -466,7 +494,7 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
         rec = inp.recommendation
     report = inp.anomalies
     anomaly = report is not None and report.active
-    freeze = cfg.anomaly_freeze and anomaly
+    freeze = cfg.anomaly_freeze and report is not None and _freezing(report)
     trail = _Trail(rec.replicas)
 
     # Phase 1: trust.
@@ -489,13 +517,10 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
     else:
         if inp.rl_floor is not None and trail.value < inp.rl_floor:
             trail.set(Rule.RL_FLOOR, inp.rl_floor, f"PPO shield floor {inp.rl_floor}")
-        if freeze and report is not None:
-            if report.bad_telemetry:
-                trail.set(Rule.ANOMALY_FREEZE, cur,
-                          f"bad telemetry: {_anomaly_text(report)}: hold")
-            elif trail.value < cur:
-                trail.set(Rule.ANOMALY_FREEZE, cur,
-                          f"active anomaly: {_anomaly_text(report)}: no scale-down")
+        if freeze and report is not None and trail.value < cur:
+            what = "bad telemetry" if report.bad_telemetry else "health anomaly"
+            trail.set(Rule.ANOMALY_FREEZE, cur,
+                      f"{what}: {_anomaly_text(report, FREEZING_KINDS)}: no scale-down")
     remembered = max(0, trail.value)
 
     # Phase 2: hard bounds; [lo, hi] confines every later rule.
@@ -540,6 +565,13 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
     elif trail.value < cur - cfg.max_step_down:
         trail.set(Rule.MAX_STEP_DOWN, confined(cur - cfg.max_step_down),
                   f"at most -{cfg.max_step_down} per tick")
+
+    # A scale-down also needs telemetry shown live and consistent this tick, not only no
+    # finding; a doubt holds this tick alone (the window above remembers the policy's value).
+    if (cfg.anomaly_freeze and not failing and not freeze and report is not None
+            and report.unverified and trail.value < cur):
+        trail.set(Rule.UNVERIFIED_TELEMETRY, cur, "telemetry not verified: "
+                  f"{'; '.join(report.unverified)}: no scale-down this tick")
 
     # Phase 4: the operator's pause.
     if inp.paused:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from aiops.config import Config
+    from aiops.report.build import Overrides
     from aiops.report.model import Report
     from aiops.sim.stream import RequestStream
     from aiops.sim.workloads import Workload
@@ -521,7 +522,7 @@ class RecommendJob:
     target: str
     since_s: float
     now: float
-    options: tuple[tuple[str, Any], ...]  # report_from_prometheus's keyword arguments
+    over: Overrides  # the command line's changes to every target
     source: Callable[[Config], Any] = prometheus_source
 
 
@@ -538,7 +539,7 @@ def run_recommend_job(job: RecommendJob) -> Report:
 
     try:
         return report_from_prometheus(cfg, source, since_s=job.since_s, now=job.now,
-                                      progress=progress, **dict(job.options))
+                                      over=job.over, progress=progress)
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -549,14 +550,16 @@ def recommend_targets(config: Config, *, since_s: float, now: float,
                       processes: int | None = None, ray: str | None = None,
                       progress: Progress | None = None,
                       source: Callable[[Config], Any] = prometheus_source,
-                      **options: Any) -> Report:
+                      over: Overrides | None = None) -> Report:
     """The report of every target of ``config``, one job per target (see
     :func:`run_recommend_job`), assembled as :func:`report_from_prometheus` would: targets
     in the config's order, a target whose job failed reported as an error section."""
+    from aiops.report.build import Overrides as _Overrides
     from aiops.report.model import STATUS_ERROR, Report, TargetReport
 
-    jobs = [RecommendJob(config, t.name, since_s, now, tuple(sorted(options.items())),
-                         source) for t in config.targets]
+    over = over or _Overrides()
+    jobs = [RecommendJob(config, t.name, since_s, now, over, source)
+            for t in config.targets]
     outcomes = run_jobs(run_recommend_job, jobs, [f"target {t.name}" for t in
                                                   config.targets],
                         title="targets", processes=processes, ray=ray, progress=progress,
@@ -573,7 +576,7 @@ def recommend_targets(config: Config, *, since_s: float, now: float,
     if first is None:  # every job failed: the frame of the report from the config alone
         first = Report(generated_unix=time.time(), mode="prometheus",
                        source=config.prometheus.url, targets=(), since_s=since_s,
-                       settings={"policy": options.get("policy")})
+                       settings={"policy": over.policy})
     return replace(first, targets=tuple(targets))
 
 

@@ -59,6 +59,11 @@ class Snapshot:
     tpot_p99: float = NAN
     starting_replicas: int = 0  # replicas asked for but not ready yet
     gpu_utilization: float = NAN  # DCGM, 0..1, NaN when not scraped
+    # Share of the requests that finished in the window meeting both objectives, counting
+    # only those an idle replica could serve within them (the misses more replicas can
+    # fix), and how many finished: NaN / 0 when unknown.
+    slo_attainment: float = NAN
+    requests_finished: float = 0.0
 
     @property
     def requests_in_system(self) -> float:
@@ -107,11 +112,17 @@ class MetricAnomaly:
 
 @dataclass(frozen=True)
 class AnomalyReport:
-    """Anomalies of one target at one tick; ``active`` when any score passes the threshold."""
+    """Anomalies of one target at one tick; ``active`` when any score passes the threshold.
+
+    ``unverified`` lists why the telemetry could not be shown live and consistent this tick
+    although nothing was found wrong yet (a first repeat, a ratio off once, a check that could
+    not run): not an alarm, but no ground for removing capacity either (``anomaly_freeze``).
+    """
 
     time: float
     anomalies: tuple[MetricAnomaly, ...] = ()
     threshold: float = 0.9
+    unverified: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:

@@ -1,14 +1,14 @@
-"""The issue-7 figure: ``aiops recommend`` on a trace — its summary line, its size, its time.
+"""`aiops recommend` on a trace, measured: its summary line, its size, its time.
 
     .venv/bin/python bench/report.py TRACE.csv [--rate-scale 5] [--output report.html]
         [--json report.json] [--forecast-model auto] [--policy predictive]
 
 Does what ``aiops recommend --workload TRACE --output ... --json ...`` does (same library
 calls, no progress bar) and prints one JSON object: the summary line, the HTML and JSON sizes
-in bytes, the wall-clock seconds, and the per-policy figures. For the issue:
+in bytes, the wall-clock seconds, and the per-policy figures. For the Azure code trace:
 
     .venv/bin/python bench/report.py \\
-        ../shared/data/azure-llm-2023/AzureLLMInferenceTrace_code.csv --rate-scale 5
+        PATH/TO/AzureLLMInferenceTrace_code.csv --rate-scale 5
 
 Most of the time is the forecaster: ``auto`` backtests several models at each refit (20 s
 to a minute each on two cores); ``--forecast-model naive`` shows the rest takes seconds.

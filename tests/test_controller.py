@@ -313,3 +313,46 @@ def test_enforce_writes_last_scale_annotations() -> None:
     ann = backend.annotations["a"]
     assert ann["aiops.io/last-scale-time"].endswith("Z")
     assert "replicas" in ann["aiops.io/last-decision"]
+
+
+def test_an_arrival_rate_called_bad_telemetry_never_reaches_the_forecast_history() -> None:
+    from aiops.detect.faults import Fault, FaultySource
+    from aiops.types import AnomalyReport, MetricAnomaly
+
+    lie = Fault("unit_change", 300.0, 300.0, metric="arrival_rate", factor=1000.0)
+
+    class Monitor:
+        """Calls the arrival rate bad telemetry exactly while the fault lasts."""
+
+        def observe(self, snap: Snapshot) -> AnomalyReport:
+            bad = (MetricAnomaly("arrival_rate", 1.0, "bad_telemetry", "unit change"),)
+            return AnomalyReport(snap.time, bad if lie.active(snap.time) else ())
+
+    config = make_config()
+    clock = SimClock(0.0)
+    backend = SimBackend(config, clock, duration=3600.0)
+    ctl = Controller(config, FaultySource(backend, [lie]), backend, clock,
+                     Telemetry(CollectorRegistry()), monitor_factory=lambda t: Monitor())
+    run_ticks(ctl, clock, 60)
+    rt = ctl.runtimes["a"]
+    history = dict(zip(rt.rate_times, rt.rate_values, strict=True))
+    assert max(history.values()) < 500  # the thousandfold rates were never recorded
+    assert not any(300 < t <= 600 for t in history)  # the fault's minutes are left out
+    assert {240.0, 660.0} <= set(history)  # before and after, the load is recorded
+
+
+def test_a_failing_anomaly_detector_vouches_for_nothing_so_nothing_scales_down() -> None:
+    class Broken:
+        def observe(self, snap: Snapshot) -> Any:
+            raise RuntimeError("corrupt detector state")
+
+    config = make_config(target_yaml("a"), guardrails=FAST)
+    clock = SimClock(0.0)
+    backend = SimBackend(config, clock, duration=3600.0)
+    tel = Telemetry(CollectorRegistry())
+    ctl = Controller(config, backend, backend, clock, tel, monitor_factory=lambda t: Broken())
+    backend.sims["a"].scale(12)  # too many: the HPA wants fewer
+    decisions = [d["a"] for d in run_ticks(ctl, clock, 20) if d["a"] is not None]
+    assert all(d.replicas >= d.previous_replicas for d in decisions)
+    assert any("unverified_telemetry" in d.rules for d in decisions)  # held, and said so
+    assert metric(tel, "aiops_errors_total", target="a", kind="internal") == 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
     cfg = tmp_path / "sim.yaml"
     cfg.write_text(CONFIG)
     res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m",
-                                   "--log-format", "json"])
+                                   "--log-format", "text"])
     assert res.exit_code == 0, res.output
     assert "aiops on the simulated cluster, 0.17 h simulated (enforce)" in res.output
     table = [[c.strip() for c in line.strip("│┃ ").split("│" if "│" in line else "┃")]
@@ -132,6 +133,34 @@ def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
     assert 600 / 3600 <= gpu_hours <= int(got["max replicas"]) * 900 / 3600
     assert 0 < float(got["SLO %"]) <= 100
     assert int(got["scale-ups"]) + int(got["scale-downs"]) >= 1
+
+
+def test_run_with_json_logs_prints_only_json_lines(tmp_path: Path) -> None:
+    """A log pipeline reads every line: the summary too is JSON, and the start-up line shows
+    the format in use, not the config's."""
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text(CONFIG.replace("http_port: 0}", "http_port: 0, log_format: text}"))
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m",
+                                   "--log-format", "json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.output.splitlines() if line.strip()]
+    start = next(x for x in lines if "starting" in x["msg"])
+    assert start["config"]["daemon"]["log_format"] == "json"
+    summary = [x for x in lines if x["msg"].startswith("aiops on the simulated cluster")]
+    assert [x["target"] for x in summary] == ["a"]
+    assert summary[0]["gpu_hours"] > 0 and 0 < summary[0]["slo_attainment"] <= 1
+
+
+def test_dry_run_on_the_simulator_does_not_credit_the_policy(tmp_path: Path) -> None:
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text(CONFIG)
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "10m",
+                                   "--dry-run", "--log-format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines() if line.strip()]
+    (summary,) = [x for x in rows if x["msg"].startswith("aiops on the simulated cluster")]
+    assert summary["policy"] == "unchanged fleet (dry-run; hpa only recommended)"
+    assert summary["scale_ups"] == 0 and summary["scale_downs"] == 0
 
 
 def test_run_command_rejects_a_bad_config(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ SMALL_PYOD = {"min_train": 30, "train": 200, "refit_every": 20, "reestimate": 20
               "history": 400, "short": 5, "learning": 40}
 SMALL: dict[str, dict[str, Any]] = {
     **{name: dict(SMALL_PYOD) for name in ("knn", "knn12", "hbos", "lof")},
+    "knn-novelty": {**SMALL_PYOD, "rearm": 5},
     "iforest": {**SMALL_PYOD, "n_estimators": 10},
     "ecod": dict(SMALL_PYOD),
     "copod": dict(SMALL_PYOD),
@@ -39,7 +40,7 @@ SMALL: dict[str, dict[str, Any]] = {
                  "reestimate": 20, "history": 400, "short": 5, "learning": 40},
     "ensemble": {"members": ["knn", "knn12"], **SMALL_PYOD},
 }
-FAST = ["knn", "seasonal", "hbos", "ensemble"]  # the property tests run on these
+FAST = ["knn", "knn-novelty", "seasonal", "hbos", "ensemble"]  # property tests run on these
 
 
 def small(name: str) -> StreamDetector:
@@ -341,3 +342,55 @@ def test_spatial_novelty_needs_a_margin_beyond_the_range() -> None:
     sp = SpatialNovelty(tolerance=0.05)
     flags = sp.update(np.array([0.0, 10.0, 10.4, 11.0, -0.6, 5.0]))
     assert flags.tolist() == [False, False, False, True, True, False]
+
+
+def test_likelihood_split_before_its_window_fills_gives_the_same_scores() -> None:
+    # a stream cut after fewer raw scores than the averaging window must keep them all
+    from aiops.detect.calibrate import AnomalyLikelihood
+
+    raw = np.abs(np.random.default_rng(0).normal(1.0, 0.5, 120))
+    kw = {"short": 5, "history": 400, "reestimate": 20, "learning": 40}
+    whole = AnomalyLikelihood(**kw).update(raw)
+    split = AnomalyLikelihood(**kw)
+    parts = np.concatenate([split.update(raw[:3]), split.update(raw[3:])])
+    np.testing.assert_array_equal(whole, parts)
+
+
+def test_run_novelty_flags_a_record_flat_stretch_once() -> None:
+    from aiops.detect.calibrate import RunNovelty
+
+    rule = RunNovelty(min_run=5)
+    x = np.array([1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                 dtype=float)
+    flags = np.flatnonzero(rule.update(x))
+    # the first run of 8 zeros is a record once past min_run (at its 5th zero); the next
+    # must beat 8 by more than 5% (8.4, so 9) and is flagged at its 10th zero; each record
+    # once, not at every later point
+    assert list(flags) == [9, 23]
+    rule = RunNovelty(min_run=5)
+    assert not rule.update(np.array([0.0, 0.0, 0.0, 0.0])).any()  # shorter than min_run
+
+
+def test_alarm_gate_reports_an_episode_once() -> None:
+    from aiops.detect.calibrate import AlarmGate
+
+    gate = AlarmGate(rearm=3)
+    out = gate.apply(np.array([0.9, 0.85, 0.2, 0.6, 0.1, 0.1, 0.1, 0.1, 0.7]))
+    assert out[0] == 0.9 and out[8] == 0.7  # first alarm, and one after a quiet span
+    assert (out[1:4] < 0.5).all()  # capped at a warning while the episode lasts
+    assert out[4] == 0.1  # quiet scores are left alone
+    # an escalation is information: a weak onset does not hide a sure alarm after it
+    assert list(AlarmGate(rearm=3).apply(np.array([0.55, 1.0, 0.9]))[:2]) == [0.55, 1.0]
+
+
+def test_default_detector_reports_a_series_gone_silent() -> None:
+    # bursty activity with idle stretches of up to ~10 points, then 60 points of nothing
+    rng = np.random.default_rng(4)
+    n = 1500
+    x = np.where(rng.random(n) < 0.3, 0.0, rng.lognormal(3, 1, n))
+    x[1300:1360] = 0.0
+    t = T0 + STEP * np.arange(n)
+    scores = make_detector().update(t, x)
+    assert scores[1300:1360].max() == 1.0
+    # kNN alone sees something, but not at the daemon's threshold
+    assert make_detector("knn").update(t, x)[1300:1360].max() < 0.9

@@ -87,6 +87,9 @@ def test_folder_mode_mirrors_the_tree(app: typer.Typer, tmp_path: Path) -> None:
     ("time,value\n2024-01-01 00:00:00,1\n", "line 1: header"),
     ("timestamp,value\n2024-01-01 00:00:00,1,7\n", "line 2: 3 fields"),
     ("", "line 1: empty file"),
+    ("timestamp,value\n", "line 2: no data rows"),
+    ("timestamp,value\n2024-01-01 00:10:00,1\n2024-01-01 00:05:00,2\n",
+     "line 3: timestamp '2024-01-01 00:05:00' is earlier than '2024-01-01 00:10:00' on line 2"),
 ])
 def test_bad_csv_exits_2_naming_file_and_line(app: typer.Typer, tmp_path: Path, content: str,
                                               needle: str) -> None:
@@ -100,6 +103,12 @@ def test_bad_csv_exits_2_naming_file_and_line(app: typer.Typer, tmp_path: Path, 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--input", "{tmp}/missing.csv", "--output", "{tmp}/o.csv"], "no such file"),
+    (["--input", "{tmp}", "--output", "{tmp}/o.csv"], "is a directory, not a CSV file"),
+    (["--input-dir", "{tmp}/ok.csv", "--output-dir", "{tmp}/o"], "is a file, not a folder"),
+    (["--input", "{tmp}/ok.csv", "--output", "{tmp}", "--unsorted", "skip"],
+     "--output is a directory"),
+    (["--input", "{tmp}/ok.csv", "--output", "{tmp}/o.csv", "--unsorted", "sort"],
+     "--unsorted 'sort'"),
     (["--input-dir", "{tmp}/nowhere", "--output-dir", "{tmp}/o"], "no such folder"),
     (["--output", "{tmp}/o.csv"], "give either"),
     (["--input", "{tmp}/ok.csv", "--input-dir", "{tmp}", "--output", "{tmp}/o.csv"],
@@ -122,3 +131,39 @@ def test_bad_arguments_exit_2(app: typer.Typer, tmp_path: Path, args: list[str],
 def test_importing_the_command_imports_nothing_heavy() -> None:
     assert heavy_imports("import aiops.detect.cli",
                          ("numpy", "pandas", "pyod", "scipy", "sklearn")) == []
+
+
+def test_success_prints_one_summary_line(app: typer.Typer, tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(src, 120, nan_at=70)
+    result = CliRunner().invoke(app, ["detect", "--input", str(src), "--output", str(dst),
+                                      *SMALL])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("scored 120 rows in 1 file with knn-novelty")
+    assert "1 nan" in lines[0] and str(dst) in lines[0]
+
+
+def test_unsorted_rows_can_be_skipped_on_request(app: typer.Typer, tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(src, 60)
+    rows = read_rows(src)
+    rows[30], rows[31] = rows[31], rows[30]  # one row out of order
+    with src.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    code, out = invoke(app, "--input", str(src), "--output", str(dst))
+    assert code == 2 and "line 32" in out and not dst.exists()
+    code, out = invoke(app, "--input", str(src), "--output", str(dst), "--unsorted", "skip")
+    assert code == 0, out
+    assert len(read_rows(dst)) == 61 and "1 out of order" in out
+
+
+def test_a_bad_file_stops_the_folder_before_any_output(app: typer.Typer,
+                                                       tmp_path: Path) -> None:
+    src, dst = tmp_path / "data", tmp_path / "results"
+    write_csv(src / "a.csv", 40)
+    (src / "b.csv").write_text("timestamp,value\n")  # header only
+    code, out = invoke(app, "--input-dir", str(src), "--output-dir", str(dst))
+    assert code == 2 and "b.csv" in out and "no data rows" in out
+    assert not dst.exists()

@@ -46,8 +46,11 @@ LOAD_ANOMALY = AnomalyReport(time=NOW, anomalies=(
     MetricAnomaly("vllm:num_requests_waiting", 0.95, "load_change"),))
 BAD_TELEMETRY = AnomalyReport(time=NOW, anomalies=(
     MetricAnomaly("vllm:kv_cache_usage_perc", 0.99, "bad_telemetry"),))
+HEALTH_ANOMALY = AnomalyReport(time=NOW, anomalies=(
+    MetricAnomaly("ttft_p99", 0.95, "health"),))
 WEAK_ANOMALY = AnomalyReport(time=NOW, anomalies=(
     MetricAnomaly("vllm:num_requests_waiting", 0.5, "load_change"),))
+UNVERIFIED = AnomalyReport(time=NOW, unverified=("arrival_rate repeated 1 tick(s)",))
 
 
 def make(rec: int | None = 4, batch: int | None = None, **kw: Any) -> GuardInput:
@@ -109,18 +112,28 @@ EXAMPLES: list[tuple[str, GuardInput, GuardrailsConfig, GuardrailState, int, int
      ("rl_floor", "max_replicas")),
     ("rl_floor ignored on a failed tick", make(2, rl_floor=6, data_ok=False), QUIET, S(),
      4, 64, ("data_hold",)),
-    ("anomaly_freeze blocks scale-down", make(2, anomalies=LOAD_ANOMALY), QUIET, S(), 4, 64,
-     ("anomaly_freeze",)),
-    ("anomaly_freeze allows scale-up", make(6, anomalies=LOAD_ANOMALY), QUIET, S(), 6, 64,
+    ("health anomaly blocks scale-down", make(2, anomalies=HEALTH_ANOMALY), QUIET, S(), 4,
+     64, ("anomaly_freeze",)),
+    ("health anomaly allows scale-up", make(6, anomalies=HEALTH_ANOMALY), QUIET, S(), 6, 64,
      ()),
-    ("bad telemetry holds completely", make(7, anomalies=BAD_TELEMETRY), QUIET, S(), 4, 64,
+    ("bad telemetry blocks scale-down", make(2, anomalies=BAD_TELEMETRY), QUIET, S(), 4, 64,
      ("anomaly_freeze",)),
-    ("bad telemetry overrides rl_floor", make(2, rl_floor=7, anomalies=BAD_TELEMETRY),
-     QUIET, S(), 4, 64, ("rl_floor", "anomaly_freeze")),
+    ("bad telemetry allows scale-up", make(7, anomalies=BAD_TELEMETRY), QUIET, S(), 7, 64,
+     ()),
+    ("bad telemetry keeps rl_floor", make(2, rl_floor=7, anomalies=BAD_TELEMETRY),
+     QUIET, S(), 7, 64, ("rl_floor",)),
+    ("a load change does not freeze", make(2, anomalies=LOAD_ANOMALY), QUIET, S(), 3, 64,
+     ("max_step_down",)),
     ("score below threshold is no anomaly", make(3, anomalies=WEAK_ANOMALY), QUIET, S(), 3,
      64, ()),
-    ("anomaly_freeze off", make(3, anomalies=LOAD_ANOMALY), cfg(anomaly_freeze=False), S(),
+    ("anomaly_freeze off", make(3, anomalies=BAD_TELEMETRY), cfg(anomaly_freeze=False), S(),
      3, 64, ()),
+    ("unverified telemetry holds a scale-down", make(3, anomalies=UNVERIFIED), QUIET, S(), 4,
+     64, ("unverified_telemetry",)),
+    ("unverified telemetry allows scale-up", make(6, anomalies=UNVERIFIED), QUIET, S(), 6,
+     64, ()),
+    ("unverified telemetry, anomaly_freeze off", make(3, anomalies=UNVERIFIED),
+     cfg(anomaly_freeze=False), S(), 3, 64, ()),
     ("min_replicas", make(0, replicas=2, min_replicas=2), QUIET, S(), 2, 64,
      ("min_replicas",)),
     ("min_replicas beats max_step_up", make(1, replicas=1, min_replicas=7), QUIET, S(), 7,
@@ -132,7 +145,7 @@ EXAMPLES: list[tuple[str, GuardInput, GuardrailsConfig, GuardrailState, int, int
      ("max_replicas",)),
     ("max_replicas waits for good data", make(12, replicas=12, data_ok=False), QUIET, S(),
      12, 64, ("data_hold",)),
-    ("max_replicas waits out an anomaly", make(12, replicas=12, anomalies=LOAD_ANOMALY),
+    ("max_replicas waits out an anomaly", make(12, replicas=12, anomalies=HEALTH_ANOMALY),
      QUIET, S(), 12, 64, ()),
     ("max_step_up", make(8, replicas=2), QUIET, S(), 6, 64, ("max_step_up",)),
     ("max_step_down", make(1), QUIET, S(), 3, 64, ("max_step_down",)),
@@ -315,6 +328,7 @@ def test_batch_interval_over_ticks() -> None:
 # threshold arithmetic of AnomalyReport is types.py's, here only "active or not, which kind".
 REPORTS: tuple[AnomalyReport | None, ...] = (
     None, None, AnomalyReport(time=NOW), WEAK_ANOMALY, LOAD_ANOMALY, BAD_TELEMETRY,
+    HEALTH_ANOMALY, UNVERIFIED,
     AnomalyReport(time=NOW, anomalies=(MetricAnomaly("ttft", 0.97, "health"),
                                        MetricAnomaly("kv", 0.2, "bad_telemetry"))))
 batch_values = st.sampled_from([16, 32, 64, 96, 128, 256])
@@ -383,7 +397,11 @@ def failing(inp: GuardInput) -> bool:
 
 
 def freezing(inp: GuardInput, config: GuardrailsConfig) -> bool:
-    return config.anomaly_freeze and inp.anomalies is not None and inp.anomalies.active
+    """A report that forbids a scale-down: bad telemetry or health above threshold, or
+    telemetry it cannot vouch for."""
+    r = inp.anomalies
+    return config.anomaly_freeze and r is not None and (bool(r.unverified) or any(
+        a.score >= r.threshold and a.kind in ("bad_telemetry", "health") for a in r.anomalies))
 
 
 def check_explained(d: Decision) -> None:
@@ -458,13 +476,24 @@ def check_anomaly_never_scales_down(inp: GuardInput, config: GuardrailsConfig,
                                     state: GuardrailState) -> None:
     config = config.model_copy(update={"anomaly_freeze": True})
     rec = inp.recommendation or Recommendation(inp.replicas + 3)
-    for report in (LOAD_ANOMALY, REPORTS[-1], BAD_TELEMETRY):
-        d, _ = apply_guardrails(
-            dataclasses.replace(inp, anomalies=report, data_ok=True, recommendation=rec),
-            config, state)
+    good = dataclasses.replace(inp, data_ok=True, recommendation=rec)
+    for report in (HEALTH_ANOMALY, REPORTS[-1], BAD_TELEMETRY, UNVERIFIED):
+        d, _ = apply_guardrails(dataclasses.replace(good, anomalies=report), config, state)
         assert d.replicas >= inp.replicas
-    # bad telemetry is a complete hold, but for the operator's floor
-    assert d.replicas <= max(inp.replicas, inp.min_replicas)
+        # a freeze only stops the way down: the way up is what it would be without it
+        calm, _ = apply_guardrails(dataclasses.replace(good, anomalies=None), config, state)
+        if calm.replicas >= inp.replicas:
+            assert d.replicas == calm.replicas
+    # a real load change is followed, down too: it decides as if nothing were anomalous
+    d, _ = apply_guardrails(dataclasses.replace(good, anomalies=LOAD_ANOMALY), config, state)
+    assert d.replicas == calm.replicas
+    # a doubt holds this tick alone: the stabilization window it leaves is the one without
+    # it, so the next tick decides as if the doubt had not been
+    d, after = apply_guardrails(dataclasses.replace(good, anomalies=UNVERIFIED), config, state)
+    calm, calm_after = apply_guardrails(dataclasses.replace(good, anomalies=None), config,
+                                        state)
+    assert after.recommendations == calm_after.recommendations
+    assert d.replicas == max(calm.replicas, inp.replicas)
 
 
 def check_max_step(inp: GuardInput, config: GuardrailsConfig, state: GuardrailState) -> None:
@@ -747,7 +776,7 @@ def test_rule_names_are_stable() -> None:
     assert REPLICA_RULES == (
         "data_hold", "fallback", "rl_floor", "anomaly_freeze", "min_replicas",
         "max_replicas", "gpu_budget", "scale_down_stabilization", "cooldown", "max_step_up",
-        "max_step_down", "paused")
+        "max_step_down", "unverified_telemetry", "paused")
     assert BATCH_RULES == (
         "batch_tuning_disabled", "batch_not_allowed", "batch_data_hold", "batch_anomaly",
         "batch_min_ready", "batch_interval", "batch_paused")

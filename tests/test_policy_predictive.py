@@ -1,10 +1,10 @@
-"""The predictive policy: forecast p90 one cold start ahead, never below the HPA by default."""
+"""The predictive policy: square-root staffing for the load a cold start ahead, with the
+spare learnt from the SLO and standing capacity for the bursts that happened."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,22 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiops.errors import InputError
-from aiops.policy.base import Policy, PolicyContext, PolicyInput, PolicySpec
-from aiops.policy.hpa import HpaPolicy
-from aiops.policy.predictive import PredictivePolicy, PredictiveState, window_load
+from aiops.policy.base import PolicyContext, PolicyInput, PolicySpec
+from aiops.policy.predictive import DEFAULTS, PredictivePolicy, PredictiveState, window_load
 from aiops.types import Forecast, Snapshot
 
 CTX = PolicyContext(min_replicas=1, max_replicas=64, interval_s=15.0, cold_start_s=90.0,
                     replica_capacity_rps=2.0)
-BATCH = 32
 
 
-def snap(t: float, replicas: int, usage: float = 0.7) -> Snapshot:
-    """A steady target whose HPA metric (running / batch per pod) is ``usage``."""
-    return Snapshot(time=t, replicas=replicas, ready_replicas=replicas, batch_size=BATCH,
-                    requests_running=usage * BATCH * replicas, requests_waiting=0.0,
-                    kv_cache_usage=0.5, arrival_rate=1.0, prompt_tokens_rate=0.0,
-                    generation_tokens_rate=0.0)
+def snap(t: float, replicas: int, rate: float = 8.0, attainment: float = math.nan,
+         finished: float = 0.0, ready: int | None = None) -> Snapshot:
+    return Snapshot(time=t, replicas=replicas,
+                    ready_replicas=replicas if ready is None else ready, batch_size=64,
+                    requests_running=10.0, requests_waiting=0.0, kv_cache_usage=0.3,
+                    arrival_rate=rate, prompt_tokens_rate=600.0 * rate,
+                    generation_tokens_rate=150.0 * rate, slo_attainment=attainment,
+                    requests_finished=finished)
 
 
 def forecast(start: float, values: list[float] | np.ndarray, step: float = 15.0,
@@ -42,184 +42,168 @@ def policy(text: str = "predictive", ctx: PolicyContext = CTX) -> PredictivePoli
     return PredictivePolicy.from_spec(PolicySpec.parse(text), ctx)
 
 
-def hpa_answer(inp: PolicyInput) -> int:
-    hpa = HpaPolicy.from_spec(PolicySpec.parse("hpa"), inp.context)
-    return hpa.decide(inp, hpa.initial_state())[0].replicas
+def staffed(load: float, spare: float, cap: float = 2.0) -> int:
+    r = load / cap
+    return math.ceil(r + spare * math.sqrt(r) - 1e-9)
 
 
-def test_no_forecast_acts_as_the_hpa_and_says_so() -> None:
+def test_square_root_staffing_of_the_observed_load_without_a_forecast() -> None:
     p = policy()
-    inp = PolicyInput(snapshot=snap(1000.0, 4, usage=1.4), context=CTX)
-    rec, state = p.decide(inp, p.initial_state())
-    assert rec.replicas == hpa_answer(inp) == 8
-    assert "no forecast" in rec.reason and isinstance(state, PredictiveState)
+    rec, state = p.decide(PolicyInput(snap(1000.0, 4, rate=18.0), CTX), p.initial_state())
+    # R = 9 replicas of load, one square root of spare: 9 + 3 = 12.
+    assert rec.replicas == staffed(18.0, DEFAULTS["spare"]) == 12
+    assert "observed" in rec.reason and "spare 1.00" in rec.reason
+    assert isinstance(state, PredictiveState)
 
 
-def test_unknown_capacity_acts_as_the_hpa() -> None:
+def test_unknown_capacity_holds_the_fleet_and_says_so() -> None:
     ctx = dataclasses.replace(CTX, replica_capacity_rps=0.0)
     p = policy(ctx=ctx)
-    inp = PolicyInput(snapshot=snap(0.0, 3), context=ctx, forecast=forecast(15, [50] * 20))
-    rec, _ = p.decide(inp, p.initial_state())
-    assert rec.replicas == hpa_answer(inp) and "capacity unknown" in rec.reason
+    rec, _ = p.decide(PolicyInput(snap(1000.0, 5, rate=50.0), ctx), p.initial_state())
+    assert rec.replicas == 5 and "capacity unknown" in rec.reason
 
 
-def test_replicas_from_p90_in_the_cold_start_window() -> None:
-    p = policy()  # headroom 0.9, quantile 0.9
-    now = 1000.0
-    values = np.full(20, 1.0)
-    # steps cover [start + i*15, +15); the window is [now+90, now+105]
-    values[6] = 9.0  # step 6 starts at now+90 (inside)
-    inp = PolicyInput(snapshot=snap(now, 2), context=CTX, forecast=forecast(now, values))
-    rec, state = p.decide(inp, p.initial_state())
-    want = math.ceil(9.0 * 1.2 / (2.0 * 0.9))  # p90 = 10.8 req/s at 1.8 req/s per replica
-    assert rec.replicas == want == 6
-    assert rec.details["forecast_load_rps"] == pytest.approx(10.8)
-    assert state.last_forecast_replicas == want
-    assert "p90 load 10.80 req/s" in rec.reason and "above the HPA" in rec.reason
-
-
-@pytest.mark.parametrize("spike_step", [0, 3, 5, 8, 15])
-def test_load_outside_the_window_is_ignored(spike_step: int) -> None:
+def test_the_forecast_a_cold_start_ahead_sets_the_plan_when_it_is_higher() -> None:
     p = policy()
     now = 1000.0
-    values = np.full(20, 1.0)
-    values[spike_step] = 50.0
-    inp = PolicyInput(snapshot=snap(now, 2), context=CTX, forecast=forecast(now, values))
-    rec, _ = p.decide(inp, p.initial_state())
-    assert rec.details["forecast_load_rps"] == pytest.approx(1.2)
-    assert rec.replicas == hpa_answer(inp) == 2
+    # The forecast rises to 40 req/s only in the window a replica asked for now serves.
+    values = np.full(12, 8.0)
+    values[6] = 40.0  # step 6 covers now+90..now+105
+    fc = forecast(now, values)
+    rec, _ = p.decide(PolicyInput(snap(now, 4, rate=8.0), CTX, forecast=fc),
+                      p.initial_state())
+    assert rec.replicas == staffed(40.0, DEFAULTS["spare"])
+    assert "(forecast)" in rec.reason
 
 
-def test_forecast_that_ends_before_the_window_is_not_used() -> None:
+@pytest.mark.parametrize("spike_step", [0, 2, 9])
+def test_forecast_load_outside_the_cold_start_window_is_ignored(spike_step: int) -> None:
     p = policy()
-    inp = PolicyInput(snapshot=snap(1000.0, 2), context=CTX,
-                      forecast=forecast(1000.0, [40.0] * 4))  # ends at now+60 s
-    rec, _ = p.decide(inp, p.initial_state())
-    assert rec.replicas == hpa_answer(inp) and "does not cover" in rec.reason
-    assert window_load(forecast(1000.0, [1.0] * 4), 1000.0, 90.0, 15.0, 0.9) is None
+    values = np.full(12, 8.0)
+    values[spike_step] = 400.0
+    rec, _ = p.decide(PolicyInput(snap(1000.0, 4), CTX, forecast=forecast(1000.0, values)),
+                      p.initial_state())
+    assert rec.replicas == staffed(8.0, DEFAULTS["spare"])
 
 
-def test_scale_in_allows_going_below_the_hpa() -> None:
-    busy = snap(1000.0, 4, usage=1.4)  # the HPA wants 8
-    fc = forecast(1000.0, [1.0] * 20)  # the forecast says 1 replica is enough
-    default, _ = policy().decide(PolicyInput(busy, CTX, fc), policy().initial_state())
-    p_in = policy("predictive:scale_in=true")
-    scaled_in, _ = p_in.decide(PolicyInput(busy, CTX, fc), p_in.initial_state())
-    assert default.replicas == 8
-    assert scaled_in.replicas == 1 and "scale_in on" in scaled_in.reason
+def test_a_burst_is_remembered_for_the_burst_window_as_standing_capacity() -> None:
+    p = policy("predictive:burst_window=600,burst_quantile=1,smoothing=0")
+    state = p.initial_state()
+    t = 0.0
+    rec, state = p.decide(PolicyInput(snap(t, 4, rate=60.0), CTX), state)  # a 15-s burst
+    for _ in range(20):  # quiet for five minutes
+        t += 15.0
+        rec, state = p.decide(PolicyInput(snap(t, rec.replicas, rate=4.0), CTX), state)
+    assert rec.replicas == staffed(60.0, DEFAULTS["spare"]) and "(bursts)" in rec.reason
+    for _ in range(40):  # ten more: the burst leaves the window
+        t += 15.0
+        rec, state = p.decide(PolicyInput(snap(t, rec.replicas, rate=4.0), CTX), state)
+    assert rec.replicas == staffed(4.0, DEFAULTS["spare"])
 
 
-def test_bounds_are_respected() -> None:
-    ctx = dataclasses.replace(CTX, max_replicas=5)
+def run_with_attainment(p: PredictivePolicy, attainment: float, ticks: int,
+                        ready_lag: bool = False) -> PredictiveState:
+    state = p.initial_state()
+    replicas = 4
+    for i in range(ticks):
+        s = snap(15.0 * i, replicas, rate=8.0, attainment=attainment, finished=100.0,
+                 ready=0 if ready_lag else None)
+        rec, state = p.decide(PolicyInput(s, CTX), state)
+        replicas = rec.replicas
+    return state
+
+
+def test_misses_beyond_the_budget_raise_the_spare_and_a_clean_record_lowers_it() -> None:
+    p = policy()
+    start = DEFAULTS["spare"]
+    assert run_with_attainment(p, 0.97, 40).spare > start + 0.5
+    assert run_with_attainment(p, 1.0, 40).spare < start
+    # At the target exactly the spare stays where it is.
+    at = run_with_attainment(p, DEFAULTS["target"], 40).spare
+    assert at == pytest.approx(start, abs=1e-9)
+
+
+def test_misses_while_replicas_are_still_starting_do_not_raise_the_spare() -> None:
+    p = policy()
+    assert run_with_attainment(p, 0.9, 40, ready_lag=True).spare <= DEFAULTS["spare"]
+
+
+def test_the_spare_stays_within_its_bounds_and_relaxes_back() -> None:
+    p = policy("predictive:max_spare=3")
+    high = run_with_attainment(p, 0.5, 400)
+    assert high.spare == pytest.approx(3.0)
+    # With nothing finishing, only the leak acts: back towards the starting spare.
+    state = dataclasses.replace(high, missed=0.0, finished=0.0)
+    for i in range(600):  # 2.5 h: three of the leak's 50-minute time constants
+        _, state = p.decide(PolicyInput(snap(10_000 + 15.0 * i, 4, rate=8.0), CTX), state)
+    assert abs(state.spare - DEFAULTS["spare"]) < 0.2 * (3.0 - DEFAULTS["spare"])
+
+
+def test_the_plan_scales_down_only_after_a_cold_start() -> None:
+    p = policy("predictive:smoothing=0,burst_window=0")
+    state = p.initial_state()
+    rec, state = p.decide(PolicyInput(snap(0.0, 10, rate=40.0), CTX), state)
+    high = rec.replicas
+    seen = []
+    for i in range(1, 9):
+        rec, state = p.decide(PolicyInput(snap(15.0 * i, high, rate=4.0), CTX), state)
+        seen.append(rec.replicas)
+    assert seen[:5] == [high] * 5  # within 90 s of the high plan
+    assert seen[-1] == staffed(4.0, DEFAULTS["spare"])
+    zero = policy("predictive:smoothing=0,burst_window=0,down_window=0")
+    st0 = zero.initial_state()
+    _, st0 = zero.decide(PolicyInput(snap(0.0, 10, rate=40.0), CTX), st0)
+    rec0, _ = zero.decide(PolicyInput(snap(15.0, 10, rate=4.0), CTX), st0)
+    assert rec0.replicas == staffed(4.0, DEFAULTS["spare"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rates=st.lists(st.floats(0.0, 500.0), min_size=1, max_size=30),
+       attain=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
+       lo=st.integers(0, 5), hi=st.integers(5, 64))
+def test_recommendations_stay_within_bounds_and_state_stays_finite(
+        rates: list[float], attain: list[float], lo: int, hi: int) -> None:
+    ctx = dataclasses.replace(CTX, min_replicas=lo, max_replicas=hi)
     p = policy(ctx=ctx)
-    inp = PolicyInput(snapshot=snap(0.0, 2), context=ctx, forecast=forecast(0.0, [500.0] * 20))
-    rec, _ = p.decide(inp, p.initial_state())
-    assert rec.replicas == 5 and "bounded to 5" in rec.reason
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    replicas=st.integers(1, 40),
-    usage=st.floats(0.0, 3.0),
-    loads=st.lists(st.floats(0.0, 200.0), min_size=1, max_size=30),
-    offset=st.floats(-60.0, 60.0),
-    capacity=st.floats(0.1, 20.0),
-)
-def test_never_below_the_hpa_by_default(replicas: int, usage: float, loads: list[float],
-                                        offset: float, capacity: float) -> None:
-    ctx = dataclasses.replace(CTX, replica_capacity_rps=capacity)
-    p = policy(ctx=ctx)
-    inp = PolicyInput(snapshot=snap(500.0, replicas, usage), context=ctx,
-                      forecast=forecast(500.0 + offset, loads))
-    rec, _ = p.decide(inp, p.initial_state())
-    assert rec.replicas >= hpa_answer(inp)
-    assert ctx.min_replicas <= rec.replicas <= ctx.max_replicas
+    state = p.initial_state()
+    replicas = lo
+    for i, r in enumerate(rates):
+        a = attain[i % len(attain)]
+        rec, state = p.decide(PolicyInput(snap(15.0 * i, replicas, rate=r, attainment=a,
+                                               finished=50.0), ctx), state)
+        assert lo <= rec.replicas <= hi
+        assert 0.0 <= state.spare <= DEFAULTS["max_spare"]
+        replicas = rec.replicas
 
 
 def test_decide_is_pure_and_state_frozen() -> None:
     p = policy()
-    inp = PolicyInput(snapshot=snap(1000.0, 2), context=CTX,
-                      forecast=forecast(1000.0, [5.0] * 20))
     s0 = p.initial_state()
+    inp = PolicyInput(snap(0.0, 4, rate=20.0, attainment=0.9, finished=100.0), CTX)
     a = p.decide(inp, s0)
     b = p.decide(inp, s0)
     assert a == b
     with pytest.raises(dataclasses.FrozenInstanceError):
-        a[1].last_forecast_replicas = 3  # type: ignore[misc]
+        s0.spare = 3.0  # type: ignore[misc]
 
 
-def test_from_spec() -> None:
-    p = policy("predictive:headroom=0.8,quantile=0.5,hpa.target=0.5")
-    assert p.headroom == 0.8 and p.quantile == 0.5 and p.hpa.target == 0.5
-    with pytest.raises(InputError, match="unknown parameter"):
-        policy("predictive:horizon=3")
-    with pytest.raises(InputError, match="headroom"):
-        policy("predictive:headroom=2")
-    with pytest.raises(InputError, match="scale_in"):
-        policy("predictive:scale_in=maybe")
-    with pytest.raises(InputError):
-        policy("predictive:hpa.colour=red")
-    assert p.name == "predictive"
+def test_from_spec_checks_every_parameter() -> None:
+    p = policy("predictive:quantile=0.9,target=0.995,spare=2,down_window=300")
+    assert p.params["quantile"] == 0.9 and p.params["spare"] == 2.0
+    assert p.down_window_s == 300.0
+    for bad, words in (("predictive:quantile=1.5", "quantile"),
+                       ("predictive:target=1", "target"),
+                       ("predictive:spare=20", "spare"),
+                       ("predictive:burst_quantile=0", "burst_quantile"),
+                       ("predictive:horizon=0", "horizon"),
+                       ("predictive:nope=1", "nope")):
+        with pytest.raises(InputError, match=words):
+            policy(bad)
 
 
-def test_adds_replicas_ahead_of_a_forecast_ramp() -> None:
-    """Load steps from 2 to 16 req/s at t=600 s. With a forecast that knows it, predictive
-    starts adding replicas a cold start before the ramp; the HPA only after it."""
-    ramp_at, svc_s = 600.0, 8.0
-
-    def load(t: float) -> float:
-        return 16.0 if t >= ramp_at else 2.0
-
-    def run(pol: Policy[Any], with_forecast: bool) -> float:
-        replicas, state = 2, pol.initial_state()
-        for k in range(60):
-            t = 15.0 * k
-            # Busy slots per pod follow the current load (Little's law, 8 s per request).
-            s = snap(t, replicas, usage=load(t) * svc_s / (BATCH * replicas))
-            fc = forecast(t + 15.0, [load(t + 15.0 * (i + 1)) for i in range(16)], spread=0.0)
-            rec, state = pol.decide(PolicyInput(s, CTX, fc if with_forecast else None), state)
-            if rec.replicas > replicas:
-                return t
-            replicas = rec.replicas
-        return math.inf
-
-    first_predictive = run(policy(), True)
-    first_hpa = run(HpaPolicy.from_spec(PolicySpec.parse("hpa"), CTX), False)
-    assert first_predictive <= ramp_at - CTX.cold_start_s
-    assert first_hpa >= ramp_at
-
-
-def test_forecast_plan_scales_down_only_after_a_cold_start() -> None:
-    """A forecast peak that passes keeps its replicas for one cold start (90 s), then
-    lets go; scaling up is never delayed."""
-    p = policy()
-    state = p.initial_state()
-    seen = []
-    for i, level in enumerate([9.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 14.0]):
-        now = 1000.0 + 15.0 * i
-        inp = PolicyInput(snapshot=snap(now, 1, usage=0.1), context=CTX,
-                          forecast=forecast(now, [level] * 20))
-        rec, state = p.decide(inp, state)
-        seen.append(rec.replicas)
-    peak = math.ceil(9.0 * 1.2 / 1.8)  # 6
-    low = math.ceil(1.0 * 1.2 / 1.8)  # 1
-    assert seen[:6] == [peak] * 6  # t = 0..75 s after the peak plan: held
-    assert seen[6] == low  # 90 s later the peak plan has left the window
-    assert seen[8] == math.ceil(14.0 * 1.2 / 1.8)  # a rise is followed at once
-    assert "held at 6" in p.decide(
-        PolicyInput(snapshot=snap(1015.0, 1, usage=0.1), context=CTX,
-                    forecast=forecast(1015.0, [1.0] * 20)),
-        p.decide(PolicyInput(snapshot=snap(1000.0, 1, usage=0.1), context=CTX,
-                             forecast=forecast(1000.0, [9.0] * 20)), p.initial_state())[1],
-    )[0].reason
-
-
-def test_down_window_zero_follows_the_forecast_down_at_once() -> None:
-    p = policy("predictive:down_window=0")
-    s1 = p.decide(PolicyInput(snapshot=snap(1000.0, 1, usage=0.1), context=CTX,
-                              forecast=forecast(1000.0, [9.0] * 20)), p.initial_state())[1]
-    rec, _ = p.decide(PolicyInput(snapshot=snap(1015.0, 1, usage=0.1), context=CTX,
-                                  forecast=forecast(1015.0, [1.0] * 20)), s1)
-    assert rec.replicas == 1
-    with pytest.raises(InputError, match="down_window"):
-        policy("predictive:down_window=-5")
+def test_window_load_takes_the_quantile_over_the_steps_of_the_window() -> None:
+    fc = forecast(100.0, [1, 2, 3, 4, 5, 6, 7, 8], step=15.0)
+    win = window_load(fc, 100.0, 30.0, 15.0, 0.9)
+    assert win is not None and win.steps == (2, 3)
+    assert win.load_rps == pytest.approx(4 * 1.2)
+    assert window_load(fc, 100.0, 600.0, 15.0, 0.9) is None

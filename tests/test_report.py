@@ -37,12 +37,15 @@ from aiops.report.model import (
     ROLE_HPA,
     ROLE_KEDA,
     ROLE_RAN,
+    ROLE_STATIC,
     PolicyFigures,
     Report,
     Verdict,
+    advise,
     better_of,
     fmt_gpu_hours,
     fmt_pct,
+    fmt_slo,
 )
 from aiops.report.plots import downsample
 from aiops.report.replay import RecordedReplicas
@@ -288,8 +291,10 @@ def test_summary_matches_the_json(prom_report: Report, prom_html: str) -> None:
     data = prom_report.as_json()
     s = data["summary"]
     text = headline(prom_html)
-    assert text == s["text"]
-    assert text.startswith("Over 41 minutes aiops would have used")  # 41 samples
+    assert text == s["text"] == prom_report.summary_text()
+    # Two evaluated targets: the headline says what to run on each, by name.
+    assert "for chat" in text and "short" in text and "empty, down and boom not evaluated" in text
+    assert s["verdict_text"].startswith("Over 41 minutes aiops would have used")  # 41 samples
     # Two evaluated targets: the verdict adds their GPU-hours and weights SLO by requests.
     ok = [t for t in data["targets"] if t["status"] == "ok"]
     aiops = [next(p for p in t["policies"] if p["role"] == "aiops") for t in ok]
@@ -300,7 +305,7 @@ def test_summary_matches_the_json(prom_report: Report, prom_html: str) -> None:
     n = sum(p["requests"] for p in aiops)
     assert s["aiops_slo_attainment"] == pytest.approx(
         sum(p["slo_attainment"] * p["requests"] for p in aiops) / n, abs=1e-4)
-    check_sentence(text, s)
+    check_sentence(s["verdict_text"], s)
 
 
 def check_sentence(text: str, s: dict[str, Any]) -> None:
@@ -320,12 +325,13 @@ def test_table_cells_match_the_json(prom_report: Report, prom_html: str) -> None
     page = parse(prom_html)
     chat = next(t for t in prom_report.as_json()["targets"] if t["name"] == "chat")
     roles = [p["role"] for p in chat["policies"]]
-    assert roles == ["aiops", "ran", "hpa", "keda"]
+    assert roles == ["aiops", "ran", "static", "hpa", "keda"]
     for p in chat["policies"]:
         cell = page.cells[("chat", p["role"], "gpu_hours")]
         assert cell == fmt_gpu_hours(p["gpu_hours"])
         slo = page.cells[("chat", p["role"], "slo_attainment")]
-        assert slo == fmt_pct(100 * p["slo_attainment"], fine=p["slo_attainment"] >= 0.99) + "%"
+        assert slo == fmt_slo(p["slo_attainment"])
+        assert re.fullmatch(r"\d+\.\d\d%", slo)  # one format in the whole column
         assert page.cells[("chat", p["role"], "scale_ups")] == str(p["scale_ups"])
         assert p["requests"] == chat["workload"]["requests"]
     target_summary = chat["summary"]
@@ -353,7 +359,9 @@ def test_forecast_band_changes_and_guardrails_are_reported(prom_report: Report,
                                                            prom_html: str) -> None:
     chat = next(t for t in prom_report.targets if t.name == "chat")
     assert chat.forecast is not None and chat.forecast.available, chat.forecast
-    assert chat.forecast.points > 50 and chat.forecast.coverage_80 is not None
+    # One forecast per completed 60-s step once 10 steps exist: 41 minutes give ~31.
+    assert chat.forecast.points > 25 and chat.forecast.coverage_80 is not None
+    assert (chat.forecast.fits, chat.forecast.step_s) == (1, 60.0)
     assert chat.changes, "aiops changed nothing through a 3.5x burst"
     first = chat.changes[0]
     assert first.reason.startswith("predictive:")
@@ -388,10 +396,10 @@ def test_trace_report_from_the_command_line(trace_run: tuple[Any, str, dict[str,
     res, html, data = trace_run
     s = data["summary"]
     assert s["baseline"] in ("hpa", "keda")
-    assert "better of HPA and KEDA" in s["text"]
+    assert "better of HPA and KEDA" in s["verdict_text"]
     assert s["text"] in res.output
-    assert headline(html) == s["text"]
-    check_sentence(s["text"], s)
+    assert headline(html) == s["text"] == data["targets"][0]["recommendation"]["text"]
+    check_sentence(s["verdict_text"], s)
     (t,) = data["targets"]
     assert t["status"] == "ok"
     assert [p["role"] for p in t["policies"]] == ["aiops", "static", "hpa", "keda"]
@@ -410,7 +418,8 @@ def test_bad_trace_is_an_input_error_with_exit_code_2(tmp_path: Path) -> None:
     bad.write_text("when,what\n1,2\n")
     app = cli_app()
     out = tmp_path / "r.html"
-    one_of = "error: give exactly one of --config FILE (Prometheus history) or --workload TRACE"
+    one_of = ("error: give exactly one of --config FILE (the daemon's targets) or "
+              "--workload TRACE")
     for args, says in (
             (["--workload", str(bad)], f"error: {bad}, line 1: unrecognised header"),
             (["--workload", str(tmp_path / "missing.csv")],
@@ -479,7 +488,7 @@ def test_verdict_sentence_says_fewer_more_or_same() -> None:
                         "what ran, at SLO attainment 99.50% vs 99.00%.")
     more = Verdict(3600 * 3.5, ROLE_HPA, "the HPA", 5.0, 4.0, 0.9, 0.8)
     assert "1.00 more GPU-hours (+25.0%)" in more.text()
-    assert "3.5 hours" in more.text() and "90.0% vs 80.0%" in more.text()
+    assert "3.5 hours" in more.text() and "90.00% vs 80.00%" in more.text()
     same = Verdict(600, ROLE_HPA, "the HPA", 1.0, 1.001, 0.9, 0.9)
     assert "the same GPU-hours as the HPA" in same.text()
 
@@ -561,3 +570,127 @@ def test_renders_in_headless_chromium(tmp_path: Path, prom_html: str) -> None:
     green = ((np.abs(img[..., 0] - 0x1A) < 20) & (np.abs(img[..., 1] - 0x98) < 20)
              & (np.abs(img[..., 2] - 0x50) < 20)).sum()
     assert green > 2000
+
+
+# --------------------------------------------------------------------------- the advice
+def row(role: str, gpu: float, slo: float, requests: int = 100_000) -> PolicyFigures:
+    return PolicyFigures(role, role, role, gpu, gpu * 2, slo, 0.1, 0.5, 0.03, 1, 1, 3,
+                         requests)
+
+
+POLICY_TEXT = "predictive (its default settings; 1–64 replicas, the default guardrails)"
+CHANGE = re.compile(r"([\d.,]+) (fewer|more)(?: GPU-hours)? than [^(]+?\(([−+])([\d.]+)%\)")
+
+
+def check_words_and_signs(text: str) -> int:
+    """Every "N fewer … (−X%)" / "N more … (+X%)": the word and the sign agree."""
+    found = CHANGE.findall(text)
+    for _amount, word, sign, _pct in found:
+        assert (word == "fewer") == (sign == "−"), (word, sign, text)
+    return len(found)
+
+
+def test_advice_says_when_a_fixed_fleet_is_the_better_choice() -> None:
+    # The diurnal day: 7 fixed replicas, 10.5 GPU-h, 99.2%, against aiops' 12.5 GPU-h, 96.3%.
+    rows = [row(ROLE_AIOPS, 12.5, 0.963), row(ROLE_STATIC, 10.5, 0.992),
+            row(ROLE_HPA, 14.2, 0.971), row(ROLE_KEDA, 13.0, 0.952)]
+    a = advise(rows, 86400, policy_text=POLICY_TEXT, fixed_replicas=7)
+    assert a is not None and a.choice == ROLE_STATIC
+    assert a.text.startswith(f"Run a fixed fleet of 7 replicas rather than aiops with "
+                             f"{POLICY_TEXT}: over 24 hours")
+    assert ("2.00 fewer GPU-hours than aiops (−16.0%), 3.70 fewer than the HPA (−26.1%) and "
+            "2.50 fewer than KEDA (−19.2%)") in a.text
+    assert "at SLO attainment 99.20% (aiops 96.30%, the HPA 97.10%, KEDA 95.20%)" in a.text
+    assert a.text.endswith("the best fixed fleet costs less than autoscaling around it, "
+                           "missed requests included.")
+    assert check_words_and_signs(a.text) == 3
+    assert a.savings == {ROLE_AIOPS: 2.0, ROLE_HPA: 3.7, ROLE_KEDA: 2.5}
+
+
+def test_advice_to_switch_names_every_saving_and_the_fixed_fleet() -> None:
+    rows = [row(ROLE_AIOPS, 10.0, 0.993), row(ROLE_RAN, 12.0, 0.990),
+            row(ROLE_STATIC, 11.0, 0.991), row(ROLE_HPA, 13.0, 0.989),
+            row(ROLE_KEDA, 12.5, 0.982)]
+    a = advise(rows, 7 * 86400, policy_text=POLICY_TEXT, fixed_replicas=8)
+    assert a is not None and a.choice == ROLE_AIOPS
+    assert a.text.startswith(f"Switch to aiops with {POLICY_TEXT}: over 7 days it would have "
+                             "used 2.00 fewer GPU-hours than what ran (−16.7%), 1.00 fewer "
+                             "than the best fixed fleet of 8 (−9.1%), 3.00 fewer than the HPA "
+                             "(−23.1%) and 2.50 fewer than KEDA (−20.0%), at SLO attainment "
+                             "99.30% (what ran 99.00%, the fixed fleet 99.10%")
+    assert a.text.endswith("stay with a fixed fleet only where its best size costs less than "
+                           "autoscaling, which here it does not.")
+    assert check_words_and_signs(a.text) == 4
+
+
+def test_advice_weighs_missed_requests_against_gpu_hours() -> None:
+    # The HPA serves clearly better; aiops is cheaper only by missing more requests.
+    rows = [row(ROLE_AIOPS, 8.0, 0.95), row(ROLE_STATIC, 9.0, 0.952),
+            row(ROLE_HPA, 10.0, 0.99), row(ROLE_KEDA, 11.0, 0.985)]
+    a = advise(rows, 3600, policy_text=POLICY_TEXT, fixed_replicas=4)
+    assert a is not None and a.choice == ROLE_HPA
+    assert a.text.startswith("Use the HPA with its default settings rather than aiops")
+    assert "2.00 more GPU-hours than aiops (+25.0%)" in a.text
+    assert a.text.endswith("aiops would use fewer GPU-hours but miss more requests (95.00% vs "
+                           "99.00%), which costs more at $0.005 a miss.")
+    check_words_and_signs(a.text)
+
+
+def test_the_price_of_a_miss_decides_between_cost_and_service() -> None:
+    """Half a point of attainment on 1,000 requests is not worth three times the GPUs at
+    half a cent a miss; at ten dollars a miss it is."""
+    rows = [row(ROLE_AIOPS, 1.0, 0.9855, 1_000), row(ROLE_RAN, 3.0, 0.991, 1_000)]
+    cheap = advise(rows, 600, policy_text=POLICY_TEXT)
+    assert cheap is not None and cheap.choice == ROLE_AIOPS
+    assert cheap.scores[ROLE_AIOPS] == pytest.approx(2.0 + 0.005 * 0.0145 * 1000)
+    dear = advise(rows, 600, policy_text=POLICY_TEXT, slo_miss_usd=10.0)
+    assert dear is not None and dear.choice == ROLE_RAN
+    assert dear.text.startswith("Keep what runs rather than switching to aiops")
+    assert "$10 for each request" in dear.basis()
+
+
+@pytest.mark.parametrize(("aiops_gpu", "word", "cls"), [(4.0, "fewer (−20.0%)", "good"),
+                                                       (6.0, "more (+20.0%)", "bad")])
+def test_the_savings_tile_agrees_in_word_sign_and_colour(aiops_gpu: float, word: str,
+                                                        cls: str) -> None:
+    from aiops.report.html import _tiles
+
+    html = _tiles(Verdict(86400, ROLE_HPA, "the HPA", aiops_gpu, 5.0, 0.99, 0.99))
+    m = re.search(r'data-key="gpu_hours_saved">.*?<div class="v ([a-z]*)">([^<]*)</div>', html)
+    assert m is not None, html
+    assert m.group(1) == cls
+    assert m.group(2) == f"{1.0:.2f} {word}"
+
+
+def test_the_trace_report_explains_the_difference_from_simulate(
+        trace_run: tuple[Any, str, dict[str, Any]]) -> None:
+    _, html, data = trace_run
+    (t,) = data["targets"]
+    note = t["simulate_note"]
+    assert note.startswith("Why `aiops simulate --policy predictive` on the same input gives "
+                           "other figures")
+    assert "guardrails" in note and "forecaster" in note and "1–16 replicas" in note
+    assert unescape(note) in unescape(html) or note in unescape(html)
+    fixed = next(p for p in t["policies"] if p["role"] == ROLE_STATIC)
+    assert fixed["label"].startswith("fixed fleet (") and "the best size" in fixed["label"]
+
+
+def test_best_fixed_fleet_is_the_size_with_the_lowest_score() -> None:
+    from aiops.policy.static import StaticPolicy
+    from aiops.report.build import best_fixed_fleet
+    from aiops.sim.runner import planning_context, run_policy
+
+    prof = load_profile()
+    w = synthetic("diurnal-bursty", seed=1, duration=1800.0)
+    ctx = planning_context(prof, w, max_replicas=16)
+    fixed = best_fixed_fleet(w, prof, ctx, SloSpec(), 0.005)
+    n = fixed.replicas
+    assert fixed.output.result.max_replicas == n
+    assert {n - 1, n + 1} <= set(fixed.tried)  # both neighbours were weighed
+    assert len(fixed.tried) <= 8  # a walk to the valley, not a sweep
+
+    def score(k: int) -> float:
+        r = run_policy(StaticPolicy(k), w, prof, ctx, start_replicas=k).result
+        return r.cost_usd + 0.005 * (1 - r.slo_attainment) * r.requests
+
+    assert all(score(n) <= score(k) for k in range(max(1, n - 3), n + 4))

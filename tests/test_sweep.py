@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from aiops.config import Config, parse_config
 from aiops.errors import InputError
 from aiops.policy.ppo import sha256_file
-from aiops.report.build import report_from_prometheus
+from aiops.report.build import Overrides, report_from_prometheus
 from aiops.sim.profiles import load_profile
 from aiops.sweep import (
     Runner,
@@ -225,9 +225,10 @@ def test_recommend_over_many_targets_on_the_pool_equals_the_serial_report() -> N
     from test_report import CONFIG, NOW, SINCE, StubPrometheus
 
     cfg = parse_config(CONFIG, environ={})
-    serial = report_from_prometheus(cfg, StubPrometheus(), since_s=SINCE, now=NOW, seed=2)
+    over = Overrides(seed=2)
+    serial = report_from_prometheus(cfg, StubPrometheus(), since_s=SINCE, now=NOW, over=over)
     pooled = recommend_targets(cfg, since_s=SINCE, now=NOW, processes=2, source=stub_source,
-                               seed=2)
+                               over=over)
     a, b = serial.as_json(), pooled.as_json()
     for key in ("generated_unix", "generated_at"):
         a.pop(key, None)

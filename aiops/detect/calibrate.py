@@ -62,13 +62,17 @@ class AnomalyLikelihood:
             ``learning=0``), where many windows fall in a file's first weeks, but without
             it an 8-sigma spike on day 7 of a fresh daily series scored below 0.1.
 
-    Repeated alarms are lowered: a point whose tail is below 1e-5 right after another such
-    point gets the score of a 1e-3 tail instead. An alarm's onset is the information; its
-    persistence would be counted again as fresh alarms.
+    Repeated alarms are lowered: a point whose tail is below 1e-5 within ``rearm`` points
+    of another such point gets the score of a 1e-3 tail instead. An alarm's onset is the
+    information; its persistence would be counted again as fresh alarms. ``rearm=1`` lowers
+    only the point right after an alarm; ``rearm=short`` waits until the averaging window
+    holds none of the raw scores that raised the last alarm, since until then a new alarm is
+    the same evidence counted again.
     """
 
     def __init__(self, short: int = 10, history: int = 8640, reestimate: int = 100,
-                 min_std: float = 1e-3, robust: bool = False, learning: int = 300) -> None:
+                 min_std: float = 1e-3, robust: bool = False, learning: int = 300,
+                 rearm: int = 1) -> None:
         if short < 1 or reestimate < 1 or history < reestimate:
             raise ValueError("need short >= 1, reestimate >= 1 and history >= reestimate")
         self.short = short
@@ -88,6 +92,8 @@ class AnomalyLikelihood:
         self.mean = math.nan
         self.std = math.nan
         self.prev_red = False
+        self.rearm = rearm
+        self.since_red = 10**9  # points since the last alarm (red tail), for ``rearm``
 
     @property
     def warmup(self) -> int:
@@ -119,10 +125,15 @@ class AnomalyLikelihood:
                 # or quieter), 2*Q(z) above it
                 tail = np.minimum(2.0 * ndtr(-z), 1.0)
                 red = tail < _RED_TAIL
-                prev = np.concatenate([[self.prev_red], red[:-1]])
-                tail = np.where(red & prev, _YELLOW_TAIL, tail)
+                last = -1
+                for k in np.flatnonzero(red):  # few: alarms are rare by construction
+                    dist = k - last if last >= 0 else self.since_red + k + 1
+                    if dist <= self.rearm:
+                        tail[k] = _YELLOW_TAIL
+                    last = int(k)
+                self.since_red = len(seg) - 1 - last if last >= 0 else self.since_red + len(seg)
+                self.prev_red = self.since_red == 0
                 out[i:j] = tail_to_score(tail)
-                self.prev_red = bool(red[-1])
             self.pending = np.concatenate([self.pending, seg])
             if len(self.pending) >= self.reestimate:
                 # summed once per complete block: the same values in the same order always
@@ -131,7 +142,8 @@ class AnomalyLikelihood:
                 self._close_block(np.array([p.sum(), np.square(p).sum(), float(len(p))]))
             i = j
         keep = self.short - 1
-        self.recent = ext[len(ext) - keep:] if keep else np.zeros(0)
+        # max(): a start with fewer raw scores than the window keeps them all
+        self.recent = ext[max(0, len(ext) - keep):] if keep else np.zeros(0)
         return out
 
     def _close_block(self, block: FloatArray) -> None:
@@ -179,7 +191,8 @@ class AnomalyLikelihood:
         return DetectorState(
             name="likelihood", params={},
             meta={"head": self.head, "mean": self.mean, "std": self.std,
-                  "prev_red": self.prev_red, "closed": self.closed},
+                  "prev_red": self.prev_red, "closed": self.closed,
+                  "since_red": min(self.since_red, 10**9)},
             arrays={"recent": self.recent.copy(), "block_sum": self.block_sum.copy(),
                     "block_sq": self.block_sq.copy(), "block_n": self.block_n.copy(),
                     "pending": self.pending.copy(), "learn_acc": self.learn_acc.copy()},
@@ -192,6 +205,8 @@ class AnomalyLikelihood:
         self.mean = float(st.meta["mean"] if st.meta["mean"] is not None else math.nan)
         self.std = float(st.meta["std"] if st.meta["std"] is not None else math.nan)
         self.prev_red = bool(st.meta["prev_red"])
+        since = st.meta.get("since_red")
+        self.since_red = int(since) if since is not None else (0 if self.prev_red else 10**9)
         a = st.arrays
         self.recent, self.block_sum, self.block_sq = a["recent"], a["block_sum"], a["block_sq"]
         self.block_n, self.pending, self.learn_acc = a["block_n"], a["pending"], a["learn_acc"]
@@ -237,3 +252,89 @@ class SpatialNovelty:
         self.lo = math.nan if lo is None else float(lo)
         self.hi = math.nan if hi is None else float(hi)
 
+
+
+class RunNovelty:
+    """Flags a value repeated for longer than any run of identical values seen before.
+
+    Spatial novelty in time: a series that goes silent (disk writes at zero, a gauge stuck)
+    or freezes stays inside its range, so no value-based rule sees it; how long it has not
+    moved is what is new. Runs shorter than ``min_run`` are never flagged (a few equal
+    samples are common in coarse data), and a run must beat the longest earlier one by
+    ``tolerance`` of it, so a series that is often flat does not alarm at every new record.
+    Each run is flagged once, at the point it becomes a record.
+    """
+
+    def __init__(self, min_run: int = 20, tolerance: float = 0.05) -> None:
+        self.min_run, self.tolerance = min_run, tolerance
+        self.last = math.nan
+        self.run = 0  # length of the current run of identical values
+        self.longest = 0  # longest completed run before it
+
+    def update(self, x: FloatArray) -> BoolArray:
+        x = np.asarray(x, dtype=np.float64)
+        out = np.zeros(len(x), dtype=bool)
+        for k, v in enumerate(x):  # per point: runs end and start anywhere in a batch
+            if v == self.last:
+                self.run += 1
+            else:
+                self.longest = max(self.longest, self.run)
+                self.last, self.run = float(v), 1
+            need = max(self.min_run, math.ceil(self.longest * (1 + self.tolerance)) + 1)
+            out[k] = self.run == need
+        return out
+
+    def state(self) -> DetectorState:
+        return DetectorState(name="runs", params={}, meta={
+            "last": self.last, "run": self.run, "longest": self.longest})
+
+    def load(self, st: DetectorState) -> None:
+        last = st.meta["last"]
+        self.last = math.nan if last is None else float(last)
+        self.run = int(st.meta["run"] or 0)
+        self.longest = int(st.meta["longest"] or 0)
+
+
+class AlarmGate:
+    """For ``rearm`` points after an alarm, scores are capped at a warning's (a 1e-3 tail),
+    unless they are stronger than every alarm of the episode so far.
+
+    Alarms are scores of at least 0.5 (a 1e-5 tail), whatever raised them; an alarm inside
+    the span restarts it, so an episode raises one alarm however long it lasts, plus one
+    for each escalation (a weak alarm at the onset must not hide a sure one a few points
+    later). The likelihood's short-window mean holds the raw scores that raised an alarm
+    for ``short`` points, and a value that set a new record is often followed by more:
+    counting them again reports one episode many times.
+    """
+
+    ALARM = 0.5
+
+    def __init__(self, rearm: int) -> None:
+        self.rearm = rearm
+        self.since = 10**9  # points since the last alarm
+        self.level = 0.0  # the strongest alarm of the current episode
+
+    def apply(self, scores: FloatArray) -> FloatArray:
+        out = np.array(scores, dtype=np.float64)
+        lowered = float(tail_to_score(np.array([_YELLOW_TAIL]))[0])
+        for k in range(len(out)):
+            self.since += 1
+            score = out[k]
+            if self.since > self.rearm:
+                self.level = 0.0  # the last episode is over
+            if score >= self.ALARM:
+                self.since = 0
+            if score > self.level and score >= self.ALARM:
+                self.level = score  # an onset, or an escalation: information
+            elif self.since <= self.rearm or score >= self.ALARM:
+                out[k] = min(score, lowered)
+        return out
+
+    def state(self) -> DetectorState:
+        return DetectorState(name="gate", params={}, meta={"since": min(self.since, 10**9),
+                                                           "level": self.level})
+
+    def load(self, st: DetectorState) -> None:
+        since = st.meta["since"]
+        self.since = 10**9 if since is None else int(since)
+        self.level = float(st.meta["level"] or 0.0)

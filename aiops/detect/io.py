@@ -49,9 +49,22 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
-def read_series(path: Path) -> Series:
-    """Read one CSV with ``timestamp`` and ``value`` columns; ``InputError`` on bad input."""
+def read_series(path: Path, *, unsorted: str = "error") -> Series:
+    """Read one CSV with ``timestamp`` and ``value`` columns; ``InputError`` on bad input.
+
+    Rows must be in time order (equal timestamps are allowed: they are the same instant);
+    a row earlier than the one before it is an error naming both lines, as for every other
+    command that reads a time series, unless ``unsorted="skip"``: the detector then skips
+    such rows and scores them 0 (NAB's ``machine_temperature`` file repeats an hour).
+    A file with a header and no rows is an error too: there is nothing to score.
+    """
+    if unsorted not in ("error", "skip"):
+        raise ValueError(f"unsorted={unsorted!r} must be 'error' or 'skip'")
     name = str(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a CSV file", path=name)
+    if not path.exists():
+        raise InputError("no such file", path=name)
     try:
         f = path.open(newline="", encoding="utf-8")
     except OSError as exc:
@@ -72,6 +85,7 @@ def read_series(path: Path) -> Series:
             val_text: list[str] = []
             t: list[float] = []
             x: list[float] = []
+            latest, latest_line = -math.inf, 0
             for row in reader:
                 line = reader.line_num
                 if not row or all(not c.strip() for c in row):
@@ -84,6 +98,13 @@ def read_series(path: Path) -> Series:
                 except ValueError:
                     raise InputError(f"timestamp {row[ti]!r} is neither ISO 8601 nor a number",
                                      path=name, line=line) from None
+                if t[-1] < latest and unsorted == "error":
+                    raise InputError(
+                        f"timestamp {row[ti]!r} is earlier than {ts_text[-1]!r} on line "
+                        f"{latest_line}; rows must be in time order (--unsorted skip scores "
+                        "such rows 0 instead)", path=name, line=line)
+                if t[-1] >= latest:
+                    latest, latest_line = t[-1], line
                 raw = row[vi].strip()
                 if raw in _MISSING:
                     x.append(math.nan)
@@ -99,6 +120,9 @@ def read_series(path: Path) -> Series:
             raise InputError(f"not valid CSV: {exc}", path=name, line=reader.line_num) from None
         except UnicodeDecodeError:
             raise InputError("not UTF-8 text", path=name) from None
+    if not t:
+        raise InputError("no data rows after the header (expected timestamp,value rows)",
+                         path=name, line=2)
     return Series(path, tuple(ts_text), tuple(val_text),
                   np.asarray(t, dtype=np.float64), np.asarray(x, dtype=np.float64))
 

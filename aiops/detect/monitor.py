@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiops.detect.base import DetectorState
-from aiops.detect.multivariate import VLLM_METRICS, MetricSpec, TargetScorer, snapshot_values
+from aiops.detect.multivariate import (
+    VLLM_METRICS,
+    MetricSpec,
+    TargetScorer,
+    snapshot_capacity,
+    snapshot_values,
+)
 from aiops.types import AnomalyReport, Snapshot
 
 
@@ -28,7 +34,8 @@ class TargetMonitor:
                                    report_floor=min(0.5, threshold), **params)
 
     def observe(self, snap: Snapshot) -> AnomalyReport:
-        return self.scorer.update(snap.time, snapshot_values(snap))
+        return self.scorer.update(snap.time, snapshot_values(snap),
+                                  capacity=snapshot_capacity(snap))
 
     def state_dict(self) -> DetectorState:
         return self.scorer.state_dict()

@@ -26,8 +26,23 @@ forecast_app = typer.Typer(
 
 InputOpt = Annotated[Path, typer.Option("--input", help="timestamp,value CSV or request trace.")]
 IntervalOpt = Annotated[str | None, typer.Option(
-    help="Aggregate a request trace to requests/s per this interval (60s, 5m); "
-         "or resample grid for a series.")]
+    help="A duration (60s, 5m): aggregate a request trace to requests/s per interval, or "
+         "resample a timestamp,value series onto this grid (mean of the samples).")]
+
+BACKTEST_EXAMPLES = """Examples:
+
+  aiops forecast backtest --input series.csv --model naive,seasonal_naive,auto
+
+  aiops forecast backtest --input trace.csv --interval 1m --horizon 6 --json bt.json
+"""
+FIT_EXAMPLES = """Examples:
+
+  aiops forecast fit --input series.csv --model auto --output models/my-load
+"""
+PREDICT_EXAMPLES = """Examples:
+
+  aiops forecast predict --model-dir models/my-load --input series.csv --horizon 12
+"""
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
 
 
@@ -62,9 +77,43 @@ def _fail(err: Exception, path: Path | None = None) -> None:
 
 
 def _load(path: Path, interval: str | None) -> RegularSeries:
-    from aiops.forecast.series import load_series, parse_interval
+    """The series in ``path``; with ``--interval`` a rate series is put on that grid first."""
+    from aiops.cli import duration_option
+    from aiops.forecast.series import load_series
+    from aiops.ingest.traces import sniff_csv_kind
 
-    return load_series(str(path), interval=parse_interval(interval) if interval else None)
+    step = duration_option(interval, "--interval") if interval else None
+    if step is not None and path.is_file() and sniff_csv_kind(path) == "rate_series":
+        return _resampled(path, step)
+    return load_series(str(path), interval=step)
+
+
+def _resampled(path: Path, step: float) -> RegularSeries:
+    """A rate series on a grid of ``step`` seconds from its first sample: the mean of the
+    samples nearest each grid point. Monitoring exports are irregular (a scrape a few
+    seconds late, a missed one); what ``--interval`` promises is a regular series from them.
+    Grid points with no sample are gaps, filled or refused as for any series."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from aiops.forecast.series import regularize
+    from aiops.ingest.traces import load_rate_series
+
+    rs = load_rate_series(path)
+    ts, vs = np.asarray(rs.timestamps, dtype=np.float64), np.asarray(rs.values, np.float64)
+    pos = np.rint((ts - ts[0]) / step).astype(np.int64)
+    slots, first = np.unique(pos, return_index=True)
+    sums = np.add.reduceat(vs, first)
+    counts = np.diff(np.append(first, len(vs)))
+    series = regularize(ts[0] + step * slots, sums / counts, name=path.stem, interval=step)
+    merged = int(len(vs) - len(slots))
+    off = int(np.count_nonzero(np.abs((ts - ts[0]) / step - pos) > 0.01))
+    if not (merged or off):
+        return series
+    note = (f"resampled to the {step:g} s grid: {off} of {len(vs)} samples off it moved to "
+            f"the nearest point" + (f", {merged} averaged with another" if merged else ""))
+    return replace(series, notes=(note, *series.notes))
 
 
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
@@ -73,11 +122,18 @@ def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
         path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def _check_json(path: Path | None) -> None:
+    from aiops.cli import check_output_file
+
+    if path is not None:
+        check_output_file(path, "--json", create_parents=True)
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-@forecast_app.command()
+@forecast_app.command(epilog=BACKTEST_EXAMPLES)
 def backtest(
     input_path: InputOpt,
     model: Annotated[str, typer.Option(help="NAME[:k=v,...][,NAME...] (see 'models').")]
@@ -106,6 +162,9 @@ def backtest(
     try:
         if horizon < 1 or folds < 1 or not 0 < test_fraction < 1:
             raise InputError("--horizon and --folds must be >= 1, --test-fraction in (0, 1)")
+        if season is not None and season < 1:
+            raise InputError(f"--season must be >= 1 step, got {season}")
+        _check_json(json_out)
         parsed = {}
         for spec in specs:
             name, params = parse_model_spec(spec)
@@ -147,7 +206,7 @@ def backtest(
     _write_json(json_out, payload)
 
 
-@forecast_app.command()
+@forecast_app.command(epilog=FIT_EXAMPLES)
 def fit(
     input_path: InputOpt,
     output: Annotated[Path, typer.Option(help="Directory for the artifact (created).")],
@@ -160,12 +219,16 @@ def fit(
     """Fit one model on the whole series and save it with meta.json."""
     from rich.console import Console
 
+    from aiops.cli import check_output_dir
     from aiops.errors import DataQualityError, InputError
     from aiops.forecast.backtest import rolling_origin
     from aiops.forecast.base import make_from_spec
 
     console = Console(stderr=True)
     try:
+        if horizon < 1 or folds < 0:
+            raise InputError("--horizon must be >= 1 and --folds >= 0")
+        check_output_dir(output, "--output")
         make_from_spec(model)
         series = _load(input_path, interval)
         figures: dict[str, Any] | None = None
@@ -189,7 +252,7 @@ def fit(
         console.print(f"auto: {reason}")
 
 
-@forecast_app.command()
+@forecast_app.command(epilog=PREDICT_EXAMPLES)
 def predict(
     model_dir: Annotated[Path, typer.Option(help="Directory written by 'aiops forecast fit'.")],
     input_path: InputOpt,
@@ -209,6 +272,7 @@ def predict(
     try:
         if horizon < 1:
             raise InputError("--horizon must be >= 1")
+        _check_json(json_out)
         fitted = load_forecaster(model_dir)
         series = _load(input_path, interval)
         if abs(series.interval - fitted.interval_) > 1e-6 * fitted.interval_:

@@ -30,6 +30,10 @@ from aiops.errors import DataQualityError
 from aiops.forecast.base import QUANTILES, BaseForecaster, check_param, residual_quantiles
 from aiops.types import FloatArray
 
+CURVE_STEPS = 4096
+"""Steps of the fitted curve evaluated ahead at each fit (and each time the series runs past
+them): days of a minute-grid series, for the price of one Prophet ``predict``."""
+
 MODEL_FILE = "prophet.json"
 RESID_FILE = "residuals.npy"
 _MODES = ("auto", "additive", "multiplicative")
@@ -132,9 +136,36 @@ class ProphetForecaster(BaseForecaster):
     def min_length(self) -> int:
         return 16
 
+    curve_: tuple[float, FloatArray] | None = None
+
     def _yhat(self, ts: FloatArray) -> FloatArray:
-        out = self.model_.predict(_ds(ts))
-        return np.asarray(out["yhat"].to_numpy(), dtype=np.float64)
+        """The fitted curve at ``ts``. Prophet's ``predict`` costs ~10 ms a call whatever
+        the rows (a pandas pipeline), and a daemon or a replay asks for one or a dozen
+        points every tick; so the curve is evaluated once on the series' grid for
+        :data:`CURVE_STEPS` steps ahead and looked up. Points off that grid (or beyond it)
+        are evaluated directly, extending the grid when they lie ahead on it."""
+        ts = np.asarray(ts, dtype=np.float64)
+        grid = getattr(self, "curve_", None)
+        if grid is not None and ts.size:
+            t0, values = grid
+            pos = (ts - t0) / self.interval_
+            idx = np.rint(pos).astype(np.int64)
+            on = (np.abs(pos - idx) < 1e-6) & (idx >= 0)
+            if on.all() and idx.max() < len(values):
+                out: FloatArray = values[idx]
+                return out
+            if on.all() and idx.min() >= 0:
+                self._curve(t0, int(idx.max()) + CURVE_STEPS)
+                return self._yhat(ts)
+        direct = self.model_.predict(_ds(ts))
+        return np.asarray(direct["yhat"].to_numpy(), dtype=np.float64)
+
+    def _curve(self, t0: float, steps: int) -> None:
+        """Evaluate the fitted curve at ``t0 + i * interval`` for ``i < steps``."""
+        grid = t0 + self.interval_ * np.arange(steps, dtype=np.float64)
+        values = np.asarray(self.model_.predict(_ds(grid))["yhat"].to_numpy(),
+                            dtype=np.float64)
+        self.curve_ = (t0, values)
 
     def _fit(self, timestamps: FloatArray, values: FloatArray) -> None:
         _before_import()
@@ -167,7 +198,9 @@ class ProphetForecaster(BaseForecaster):
             raise DataQualityError(f"prophet could not fit: {exc}") from None
         self.fit_seconds_ = time.perf_counter() - t0
         self.model_ = model
+        self.curve_ = None
         resid = ys - self._yhat(ts)
+        self._curve(float(ts[-1]), CURVE_STEPS)
         self.resid_ = resid[-(self.residual_window + 256):]
         self.phi_ = self._phi(resid)
 
@@ -211,3 +244,4 @@ class ProphetForecaster(BaseForecaster):
         self.mode_ = str(state["mode"])
         self.phi_ = float(state["phi"])
         self.fit_seconds_ = float(state["fit_seconds"])
+        self.curve_ = None

@@ -252,6 +252,7 @@ class PrometheusSource:
             return self._value(target, name, promql, at, no_pods=no_pods)
 
         batch = self._value(target, "batch_size", promql, at)
+        arrival = vllm("arrival_rate")
         return Snapshot(
             time=float(at),
             replicas=replicas,
@@ -260,7 +261,7 @@ class PrometheusSource:
             requests_running=vllm("requests_running"),
             requests_waiting=vllm("requests_waiting"),
             kv_cache_usage=vllm("kv_cache_usage"),
-            arrival_rate=vllm("arrival_rate"),
+            arrival_rate=arrival,
             prompt_tokens_rate=vllm("prompt_tokens_rate"),
             generation_tokens_rate=vllm("generation_tokens_rate"),
             ttft_p50=vllm("ttft_p50"),
@@ -268,7 +269,26 @@ class PrometheusSource:
             tpot_p99=vllm("tpot_p99"),
             starting_replicas=starting,
             gpu_utilization=self._value(target, "gpu_utilization", promql, at),
+            slo_attainment=self._attainment(target, promql, at, no_pods),
+            requests_finished=arrival * self.rate_window_s,
         )
+
+    def _attainment(self, target: TargetConfig, promql: dict[str, str], at: float,
+                    no_pods: bool) -> float:
+        """SLO attainment over the rate window from vLLM's histograms: the share within
+        the TTFT objective times the share within TPOT (tokens, not requests: vLLM's TPOT
+        histogram counts output tokens), over the prompts any replica could serve in
+        time. NaN when a share is unknown (no request, or an objective that is not one of
+        vLLM's bucket bounds)."""
+        if no_pods:
+            return float("nan")
+        ttft = self._value(target, "ttft_ok", promql, at)
+        tpot = self._value(target, "tpot_ok", promql, at)
+        long = self._value(target, "long_prompts", promql, at)
+        if not (math.isfinite(ttft) and math.isfinite(tpot)):
+            return float("nan")
+        feasible = 1.0 - (min(max(long, 0.0), 0.99) if math.isfinite(long) else 0.0)
+        return min(max(ttft * tpot / feasible, 0.0), 1.0)
 
     def load_history(
         self, target: TargetConfig, start: float, end: float, step: float

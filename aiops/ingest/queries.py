@@ -19,6 +19,11 @@ not used by PromQL (regexes are anchored, so ``$`` is never needed in a matcher)
 ``$pods``           namespace and pod regex only (DCGM, which has no ``model_name`` label)
 ``$kube``           kube-state-metrics matchers: ``namespace`` and ``deployment``
 ``$window``         the rate window as a PromQL duration, e.g. ``60s``
+``$ttft_le``        the ``le`` label of vLLM's TTFT bucket at the target's TTFT objective
+``$tpot_le``        the same for TPOT
+``$prompt_le``      the ``le`` label of vLLM's prompt-length bucket at the longest prompt the
+                    target's profile can prefill within the TTFT objective (rounded down to
+                    vLLM's 1-2-5 buckets)
 ==================  ===========================================================================
 
 ``${name}`` works too, ``$$`` is a literal ``$``, and an unknown ``$name`` is an
@@ -112,6 +117,26 @@ _SPECS: tuple[QuerySpec, ...] = (
               "p99 time to first token over the window", required=False, nan_ok=True),
     QuerySpec("tpot_p99", _vllm_hist("0.99", "vllm:time_per_output_token_seconds_bucket"), "s",
               "p99 time per output token over the window", required=False, nan_ok=True),
+    # SLO attainment over the window from vLLM's histograms, for policies that learn from
+    # it: the share of first tokens within the TTFT objective, of output tokens within the
+    # TPOT objective, and of prompts too long for any replica to meet TTFT (they miss on
+    # any fleet). An objective that is not a bucket boundary gives no series: NaN.
+    QuerySpec("ttft_ok",
+              "sum(rate(vllm:time_to_first_token_seconds_bucket{$vllm,le=\"$ttft_le\"}"
+              "[$window])) / sum(rate(vllm:time_to_first_token_seconds_count{$vllm}[$window]))",
+              "fraction", "share of first tokens within the TTFT objective",
+              required=False, nan_ok=True),
+    QuerySpec("tpot_ok",
+              "sum(rate(vllm:time_per_output_token_seconds_bucket{$vllm,le=\"$tpot_le\"}"
+              "[$window])) / sum(rate(vllm:time_per_output_token_seconds_count{$vllm}"
+              "[$window]))",
+              "fraction", "share of output tokens within the TPOT objective",
+              required=False, nan_ok=True),
+    QuerySpec("long_prompts",
+              "1 - sum(rate(vllm:request_prompt_tokens_bucket{$vllm,le=\"$prompt_le\"}"
+              "[$window])) / sum(rate(vllm:request_prompt_tokens_count{$vllm}[$window]))",
+              "fraction", "share of prompts too long to meet the TTFT objective on any fleet",
+              required=False, nan_ok=True),
     # DCGM exporter: optional (not every cluster runs it), percent -> fraction.
     QuerySpec("gpu_utilization", "avg(DCGM_FI_DEV_GPU_UTIL{$pods}) / 100", "fraction",
               "mean GPU utilisation of the pods' GPUs", required=False),
@@ -134,6 +159,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "vllm:generation_tokens_total",
     "vllm:time_to_first_token_seconds_bucket",
     "vllm:time_per_output_token_seconds_bucket",
+    "vllm:time_to_first_token_seconds_count",
+    "vllm:time_per_output_token_seconds_count",
+    "vllm:request_prompt_tokens_bucket",
+    "vllm:request_prompt_tokens_count",
     "kube_deployment_spec_replicas",
     "kube_deployment_status_replicas_ready",
     "kube_deployment_status_replicas",
@@ -170,6 +199,34 @@ def duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
+def le_label(value: float) -> str:
+    """A bucket bound as the Prometheus client writes it in ``le`` (0.5 -> "0.5",
+    5000 -> "5000.0"): the label must match character for character."""
+    return repr(float(value))
+
+
+def longest_feasible_bucket(target: TargetConfig) -> float:
+    """The largest of vLLM's 1-2-5 prompt-length buckets at or under the longest prompt the
+    target's profile prefills within its TTFT objective (1 when the profile is unknown)."""
+    from aiops.errors import InputError
+    from aiops.sim.profiles import load_profile
+
+    try:
+        limit, _ = load_profile(target.profile).feasible_limits(target.slo.ttft_s,
+                                                                target.slo.tpot_s)
+    except InputError:
+        return 1.0
+    best = 1.0
+    k = 0
+    while True:
+        for m in (1.0, 2.0, 5.0):
+            b = m * 10.0 ** k
+            if b > limit:
+                return best
+            best = b
+        k += 1
+
+
 def variables(target: TargetConfig, *, window_s: float = DEFAULT_RATE_WINDOW_S) -> dict[str, str]:
     """The template variables of ``target`` (see the module docstring)."""
     ns = promql_string(target.namespace)
@@ -183,6 +240,9 @@ def variables(target: TargetConfig, *, window_s: float = DEFAULT_RATE_WINDOW_S) 
         "pods": pods,
         "kube": f'namespace="{ns}",deployment="{promql_string(target.deployment)}"',
         "window": duration(window_s),
+        "ttft_le": le_label(target.slo.ttft_s),
+        "tpot_le": le_label(target.slo.tpot_s),
+        "prompt_le": le_label(longest_feasible_bucket(target)),
     }
     if target.model_name is not None:
         out["model_name"] = promql_string(target.model_name)

@@ -304,15 +304,22 @@ def _check_not_empty(table: _Table, p: Path) -> None:
 
 
 _PANDAS_LINE = re.compile(r"line (\d+)")
+_PANDAS_ROW = re.compile(r"EOF inside string starting at row (\d+)")
 
 
 def _parser_error(e: Exception, p: Path) -> InputError:
-    """Turn pandas' tokenizer error (already 1-based, header included) into an InputError."""
+    """Turn pandas' tokenizer error into an InputError on the file's line. Its "line N" is
+    already 1-based with the header; its "row N" (an unclosed quote) counts from 0 with the
+    header, so the line is N + 1."""
     message = str(e).strip()
     match = _PANDAS_LINE.search(message)
     line = int(match.group(1)) if match else None
     detail = message.split("C error:")[-1].strip()
     detail = _PANDAS_LINE.sub("this line", detail)
+    quote = _PANDAS_ROW.search(message)
+    if quote is not None:
+        line = int(quote.group(1)) + 1
+        detail = "a quote opened on this line is never closed"
     return InputError(f"malformed CSV row: {detail}", path=str(p), line=line)
 
 

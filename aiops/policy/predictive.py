@@ -1,33 +1,52 @@
-"""``predictive``: provision for the forecast load one cold start ahead, on top of the HPA.
+"""``predictive``: capacity for the load one cold start ahead, with spare learnt from the SLO.
 
-A replica asked for now serves only after ``context.cold_start_s``, and the decision after
-this one comes ``context.interval_s`` later; so the replicas this decision can still affect
-are the ones serving during [now + cold start, now + cold start + interval]. The policy
-takes the forecast's upper quantile (p90 by default: provision for a bad-but-plausible
-minute, not the average one) over that window and needs
+A replica asked for now serves only after ``context.cold_start_s``; so every decision plans
+for the load of the cold start ahead, and what it cannot see coming must already be standing.
+The plan, each decision:
 
-    replicas = ceil(load / (replica_capacity_rps * headroom))
+1. **Load to plan for**, requests/s: the largest of
+   * the forecast's ``quantile`` (median by default) over the window a replica asked for now
+     will serve, ``[now + cold start, + interval]`` — the swell of a daily cycle, seen before
+     it arrives;
+   * the observed rate, smoothed over ``smoothing`` seconds — a level the forecast has not
+     caught up with yet;
+   * the ``burst_quantile`` of the observed rate over the last ``burst_window`` seconds —
+     *standing capacity for the bursts that really happened*. A burst shorter than a cold
+     start is over before a replica asked for it is ready, so the only defence is capacity
+     kept for the bursts the service has shown it has. The window decides how long a burst
+     is remembered; two hours carry it across a daily cycle's shoulder without holding a
+     morning's burst through the night.
+2. **Offered load in replicas**, ``R = load / capacity``, with ``context.replica_capacity_rps``
+   the rate one replica sustains at the SLO for the request mix, measured on the calibrated
+   simulator (:mod:`aiops.sim.capacity`).
+3. **Replicas** ``N = ceil(R + spare * sqrt(R))``: square-root staffing (Halfin and Whitt).
+   Random arrivals make the load a replica pool must absorb grow as ``R`` plus fluctuations
+   of order ``sqrt(R)``, so the spare grows with the square root of the load: a small fleet
+   needs a larger share of spare, a large one a smaller share. What ``spare`` must be depends
+   on things no model here knows exactly — how bursty the arrivals are within a tick, how
+   many prompts are near the TTFT limit (those meet the objective only on an almost idle
+   replica), how unevenly the router spreads load — so it is learnt.
+4. **The spare is learnt from the SLO** (``Snapshot.slo_attainment``, the share of the
+   requests that finished in the window meeting the objectives, among those an idle replica
+   could serve in time). An integral controller moves ``spare`` by ``gain`` per minute per
+   error budget: attainment over the last ``horizon`` seconds below ``target`` (the 99 %
+   goal plus a margin for the controller's own lag) raises it, above lowers it, and a small
+   ``leak`` pulls it back towards its starting value so that one bad hour is not paid for
+   all day. Misses while the fleet is still below its plan (replicas starting) are not the
+   spare's fault and do not move it (anti-windup): more spare would only ask for replicas
+   that are already coming.
+5. **Scale-down** no faster than ``down_window`` (default: one cold start): the plan is the
+   highest of that window, so a replica is not removed just before the plan needs it again.
 
-By default this can only *add* to the reactive answer: the recommendation is
-max(predictive, HPA), where the HPA is ``aiops.policy.hpa.HpaPolicy`` run inside this policy
-(its state is held in ours). A forecast that under-predicts then costs nothing over the HPA,
-and one that over-predicts costs replicas, never SLO. This is how AWS predictive scaling and
-AIBrix combine the two. ``scale_in=true`` lets the forecast also take replicas away below the
-HPA's answer (cheaper, and as good as the forecast).
-
-The forecast's plan scales down no faster than ``down_window`` (default: one cold start): it
-is the highest plan of that window. The HPA inside stabilizes its own answer, but the
-maximum of the two would otherwise fall the moment a forecast peak passes — and a replica
-removed now is a cold start away if the next forecast (p90 of a noisy series) rises again.
-
-With no forecast, a forecast that does not reach the window, or an unknown per-replica
-capacity, the policy is exactly the HPA, and its reason says why.
+With no forecast the plan uses the observed rate alone; with an unknown per-replica capacity
+the policy holds the current fleet and says why. Each reason names the load, the capacity,
+the spare and which term set the plan.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,27 +58,50 @@ from aiops.policy.base import (
     check_known_params,
     param_float,
 )
-from aiops.policy.hpa import HpaPolicy, HpaState
 from aiops.types import Forecast, Recommendation
 
-OWN_PARAMS = frozenset({"quantile", "headroom", "scale_in", "down_window"})
-HPA_PREFIX = "hpa."
-"""Parameters spelled ``hpa.<key>=...`` go to the inner HPA (``predictive:hpa.target=0.6``)."""
+DEFAULTS: dict[str, float] = {
+    "quantile": 0.5,
+    "target": 0.993,
+    "spare": 1.0,
+    "gain": 0.1,
+    "horizon": 300.0,
+    "leak": 0.02,
+    "max_spare": 8.0,
+    "smoothing": 120.0,
+    "burst_window": 7200.0,
+    "burst_quantile": 0.95,
+}
+"""Defaults, one configuration for every workload (none is tuned per workload): the forecast's
+median, because bursts are covered by the burst term and the spare, not by a pessimistic
+forecast; 99.3 % aimed at for a 99 % goal; one square root of spare to start with; a minute
+of error-budget overrun moves the spare by 0.1; attainment judged over five minutes; the
+spare relaxes back with a 50-minute time constant; two hours of burst memory at its 95th
+percentile; two minutes of smoothing for the observed rate."""
 
-DEFAULT_HEADROOM = 0.9
-"""Plan each replica at 90% of the rate it sustains at the SLO: the capacity is measured at
-the edge of the SLO, and 10% absorbs its measurement error and uneven load balancing."""
+PARAMS = frozenset({*DEFAULTS, "down_window"})
 
-DEFAULT_QUANTILE = 0.9
+MIN_REQUESTS = 50
+"""Requests the controller's window must hold before it acts: fewer say little about a 1 %
+objective."""
 
 
 @dataclass(frozen=True)
 class PredictiveState:
-    """The inner HPA's state (opaque here) and the last forecast-driven replica count."""
+    """What the policy carries from tick to tick (small: it is logged and replayed).
 
-    hpa: HpaState = field(default_factory=HpaState)
-    last_forecast_replicas: int | None = None
-    recent_plans: tuple[tuple[float, int], ...] = ()  # (time, forecast plan) in the window
+    ``spare`` is the learnt square-root spare; ``missed`` and ``finished`` are the decayed
+    request counts of the controller's horizon; ``rates`` the observed rates of the burst
+    window; ``smoothed`` the smoothed rate (negative before the first observation);
+    ``plans`` the (time, replicas) plans of the scale-down window.
+    """
+
+    spare: float = DEFAULTS["spare"]
+    missed: float = 0.0
+    finished: float = 0.0
+    rates: tuple[tuple[float, float], ...] = ()
+    smoothed: float = -1.0
+    plans: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,118 +131,139 @@ def window_load(fc: Forecast, now: float, begin_s: float, length_s: float,
     return WindowLoad(float(vals.max()), steps, a, b)
 
 
-def _param_bool(spec: PolicySpec, key: str, default: bool) -> bool:
-    raw = spec.params.get(key)
-    if raw is None:
-        return default
-    low = raw.lower()
-    if low in ("true", "yes", "1", "on"):
-        return True
-    if low in ("false", "no", "0", "off"):
-        return False
-    raise InputError(f"policy {spec.text!r}: {key}={raw!r} is not true or false")
-
-
 class PredictivePolicy:
-    """Forecast-driven replicas, by default never below the HPA (see module docstring)."""
+    """Square-root staffing for the load a cold start ahead, spare learnt from the SLO."""
 
     name: str = "predictive"
 
-    def __init__(self, hpa: HpaPolicy, *, quantile: float = DEFAULT_QUANTILE,
-                 headroom: float = DEFAULT_HEADROOM, scale_in: bool = False,
-                 down_window_s: float | None = None) -> None:
-        if not 0.0 < headroom <= 1.0:
-            raise InputError(f"predictive headroom {headroom} is outside (0, 1]")
-        if not 0.0 < quantile < 1.0:
-            raise InputError(f"predictive quantile {quantile} is outside (0, 1)")
-        self.hpa = hpa
-        self.quantile = quantile
-        self.headroom = headroom
-        self.scale_in = scale_in
+    def __init__(self, *, down_window_s: float | None = None, **params: float) -> None:
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise InputError(f"predictive: unknown parameter(s) {', '.join(unknown)}")
+        p = {**DEFAULTS, **params}
+        if not 0.0 < p["quantile"] < 1.0:
+            raise InputError(f"predictive quantile {p['quantile']} is outside (0, 1)")
+        if not 0.5 <= p["target"] < 1.0:
+            raise InputError(f"predictive target {p['target']} is outside [0.5, 1)")
+        if not 0.0 <= p["spare"] <= p["max_spare"]:
+            raise InputError(f"predictive spare {p['spare']} is outside [0, max_spare="
+                             f"{p['max_spare']}]")
+        if not 0.0 < p["burst_quantile"] <= 1.0:
+            raise InputError(f"predictive burst_quantile {p['burst_quantile']} is outside "
+                             "(0, 1]")
+        for key in ("gain", "leak", "smoothing", "burst_window"):
+            if not p[key] >= 0.0:
+                raise InputError(f"predictive {key} {p[key]} must be >= 0")
+        if not p["horizon"] > 0.0:
+            raise InputError(f"predictive horizon {p['horizon']} must be > 0 s")
         if down_window_s is not None and not down_window_s >= 0:
             raise InputError(f"predictive down_window {down_window_s} must be >= 0 s")
+        self.params = p
         self.down_window_s = down_window_s
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, context: PolicyContext) -> PredictivePolicy:
-        """``predictive[:quantile=0.9,headroom=0.9,scale_in=false,down_window=S,
-        hpa.<key>=...]`` (``down_window`` defaults to the context's cold start)."""
-        own = {k: v for k, v in spec.params.items() if not k.startswith(HPA_PREFIX)}
-        check_known_params(PolicySpec(spec.name, own, spec.text), set(OWN_PARAMS))
-        hpa_params = {k[len(HPA_PREFIX):]: v for k, v in spec.params.items()
-                      if k.startswith(HPA_PREFIX)}
-        hpa_text = "hpa" + (":" + ",".join(f"{k}={v}" for k, v in hpa_params.items())
-                            if hpa_params else "")
-        hpa = HpaPolicy.from_spec(PolicySpec("hpa", hpa_params, hpa_text), context)
-        return cls(
-            hpa,
-            quantile=param_float(spec, "quantile", DEFAULT_QUANTILE, lo=0.01, hi=0.99),
-            headroom=param_float(spec, "headroom", DEFAULT_HEADROOM, lo=0.01, hi=1.0),
-            scale_in=_param_bool(spec, "scale_in", False),
-            down_window_s=(param_float(spec, "down_window", context.cold_start_s, lo=0.0)
-                           if "down_window" in spec.params else None),
-        )
+        """``predictive[:quantile=0.5,target=0.993,spare=1,gain=0.1,horizon=300,leak=0.02,
+        max_spare=8,smoothing=120,burst_window=7200,burst_quantile=0.95,down_window=S]``
+        (times in seconds; ``down_window`` defaults to the context's cold start)."""
+        check_known_params(spec, set(PARAMS))
+        params = {k: param_float(spec, k, v, lo=0.0) for k, v in DEFAULTS.items()
+                  if k in spec.params}
+        down = (param_float(spec, "down_window", context.cold_start_s, lo=0.0)
+                if "down_window" in spec.params else None)
+        return cls(down_window_s=down, **params)
 
     def initial_state(self) -> PredictiveState:
-        return PredictiveState(hpa=self.hpa.initial_state())
+        return PredictiveState(spare=self.params["spare"])
 
+    # ------------------------------------------------------------------ the controller
+    def _learn(self, inp: PolicyInput, state: PredictiveState) -> tuple[float, float, float,
+                                                                        float]:
+        """The spare after this tick's SLO outcome: (spare, missed, finished, attainment)."""
+        p = self.params
+        ctx, snap = inp.context, inp.snapshot
+        decay = 0.5 ** (ctx.interval_s / p["horizon"])
+        missed, finished = state.missed * decay, state.finished * decay
+        a, n = snap.slo_attainment, snap.requests_finished
+        if math.isfinite(a) and math.isfinite(n) and n > 0:
+            missed += (1.0 - min(max(a, 0.0), 1.0)) * n
+            finished += n
+        spare = state.spare
+        attained = 1.0 - missed / finished if finished > 0 else math.nan
+        # Misses while replicas are still starting (or held back by a guardrail) are not the
+        # spare's fault: the fleet has not got what the last plans asked for.
+        planned = max((m for _, m in state.plans), default=0)
+        settled = snap.ready_replicas >= max(planned, snap.replicas)
+        minutes = ctx.interval_s / 60.0
+        if finished >= MIN_REQUESTS and settled:
+            budget = 1.0 - p["target"]
+            spare += p["gain"] * ((1.0 - attained) - budget) / budget * minutes
+        spare -= p["leak"] * (spare - p["spare"]) * minutes
+        spare = min(max(spare, 0.0), p["max_spare"])
+        return spare, missed, finished, attained
+
+    # ------------------------------------------------------------------ the plan
     def decide(self, inp: PolicyInput, state: PredictiveState
                ) -> tuple[Recommendation, PredictiveState]:
-        ctx = inp.context
-        hpa_rec, hpa_state = self.hpa.decide(inp, state.hpa)
-        hpa_n = int(hpa_rec.replicas)
-        details: dict[str, float] = {f"hpa_{k}": float(v) for k, v in hpa_rec.details.items()}
-        details["hpa_replicas"] = float(hpa_n)
-
-        def as_hpa(why: str) -> tuple[Recommendation, PredictiveState]:
-            rec = Recommendation(replicas=hpa_n, batch_size=hpa_rec.batch_size,
-                                 reason=f"predictive: {why}; HPA: {hpa_rec.reason}",
-                                 details=details)
-            return rec, PredictiveState(hpa=hpa_state, last_forecast_replicas=None)
-
+        p = self.params
+        ctx, snap = inp.context, inp.snapshot
+        now = snap.time
+        spare, missed, finished, attained = self._learn(inp, state)
+        observed = snap.arrival_rate if math.isfinite(snap.arrival_rate) else math.nan
+        smoothed = state.smoothed
+        if math.isfinite(observed):
+            alpha = 1.0 - math.exp(-ctx.interval_s / p["smoothing"]) if p["smoothing"] > 0 \
+                else 1.0
+            smoothed = observed if smoothed < 0 else smoothed + alpha * (observed - smoothed)
+        rates = (*((t, r) for t, r in state.rates if now - t < p["burst_window"]),
+                 *(((now, observed),) if math.isfinite(observed) else ()))
+        terms: dict[str, float] = {}
+        if smoothed >= 0:
+            terms["observed"] = smoothed
+        if rates:
+            terms["bursts"] = float(np.quantile([r for _, r in rates], p["burst_quantile"]))
         fc = inp.forecast
-        if fc is None:
-            return as_hpa("no forecast, acting as the HPA")
+        if fc is not None and p["quantile"] in fc.quantiles:
+            win = window_load(fc, now, ctx.cold_start_s, ctx.interval_s, p["quantile"])
+            if win is not None:
+                terms["forecast"] = win.load_rps
+        new_state = PredictiveState(spare=spare, missed=missed, finished=finished,
+                                    rates=rates, smoothed=smoothed, plans=state.plans)
+        details: dict[str, float] = {f"load_{k}_rps": v for k, v in terms.items()}
+        details.update(spare=spare, attainment=attained)
         if not ctx.replica_capacity_rps > 0:
-            return as_hpa("per-replica capacity unknown, acting as the HPA")
-        if self.quantile not in fc.quantiles:
-            return as_hpa(f"forecast has no {self.quantile:g} quantile, acting as the HPA")
-        win = window_load(fc, inp.snapshot.time, ctx.cold_start_s, ctx.interval_s,
-                          self.quantile)
-        if win is None:
-            return as_hpa(
-                f"forecast ({fc.model or 'unnamed'}) does not cover now+{ctx.cold_start_s:g}s "
-                f"..+{ctx.interval_s:g}s, acting as the HPA")
-        per_replica = ctx.replica_capacity_rps * self.headroom
-        need = max(0, math.ceil(win.load_rps / per_replica - 1e-9))
+            rec = Recommendation(snap.replicas, None,
+                                 "predictive: per-replica capacity unknown, holding "
+                                 f"{snap.replicas} replicas", details)
+            return rec, new_state
+        if not terms:
+            rec = Recommendation(snap.replicas, None,
+                                 "predictive: no load observed or forecast yet, holding "
+                                 f"{snap.replicas} replicas", details)
+            return rec, new_state
+        which = max(terms, key=lambda k: terms[k])
+        load = terms[which]
+        offered = load / ctx.replica_capacity_rps
+        need = math.ceil(offered + spare * math.sqrt(offered) - 1e-9)
         planned = min(max(need, ctx.min_replicas), ctx.max_replicas)
-        now = inp.snapshot.time
         window = ctx.cold_start_s if self.down_window_s is None else self.down_window_s
-        recent = (*((t, n) for t, n in state.recent_plans if now - t < window), (now, planned))
-        held = max(n for _, n in recent)
-        details.update(forecast_load_rps=win.load_rps, capacity_rps=ctx.replica_capacity_rps,
-                       headroom=self.headroom, forecast_replicas=float(planned),
-                       window_start=win.start, window_end=win.end)
-        lead = (f"p{self.quantile * 100:g} load {win.load_rps:.2f} req/s over "
-                f"now+{ctx.cold_start_s:g}s..+{ctx.interval_s:g}s ({fc.model or 'forecast'})"
-                f" needs {need} replica(s) at {per_replica:.2f} req/s each")
+        plans = (*((t, n) for t, n in state.plans if now - t < window), (now, planned))
+        held = max(n for _, n in plans)
+        details.update(load_rps=load, capacity_rps=ctx.replica_capacity_rps,
+                       offered_replicas=offered, planned_replicas=float(planned),
+                       held_replicas=float(held))
+        reason = (f"predictive: {load:.2f} req/s ({which}) at {ctx.replica_capacity_rps:.2f} "
+                  f"req/s per replica is {offered:.2f} replicas of load, plus spare "
+                  f"{spare:.2f} x sqrt(load) -> {need}")
         if planned != need:
-            lead += f", bounded to {planned}"
+            reason += f", bounded to {planned}"
         if held > planned:
-            lead += (f"; held at {held}, the highest forecast plan of the last {window:g} s "
-                     "(scale-down stabilization)")
-        details["stabilized_forecast_replicas"] = float(held)
-        if self.scale_in:
-            replicas, rule = held, "scale_in on: forecast decides"
-        elif held > hpa_n:
-            replicas, rule = held, f"above the HPA's {hpa_n}"
-        else:
-            replicas, rule = hpa_n, f"HPA's {hpa_n} is at least that"
-        rec = Recommendation(replicas=replicas, batch_size=None,
-                             reason=f"predictive: {lead}; {rule}; HPA: {hpa_rec.reason}",
-                             details=details)
-        return rec, PredictiveState(hpa=hpa_state, last_forecast_replicas=planned,
-                                    recent_plans=recent)
+            reason += f"; held at {held}, the highest plan of the last {window:g} s"
+        if math.isfinite(attained):
+            reason += f" (SLO attainment over {p['horizon']:g} s: {100 * attained:.2f}%)"
+        return (Recommendation(held, None, reason, details),
+                PredictiveState(spare=spare, missed=missed, finished=finished, rates=rates,
+                                smoothed=smoothed, plans=plans))
 
 
-__all__ = ["PredictivePolicy", "PredictiveState", "WindowLoad", "window_load"]
+__all__ = ["DEFAULTS", "PredictivePolicy", "PredictiveState", "WindowLoad", "window_load"]

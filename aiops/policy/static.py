@@ -37,6 +37,12 @@ class StaticPolicy:
             raise InputError(f"static replicas {replicas} must be >= 0")
         self.replicas = replicas
 
+    @property
+    def start_replicas(self) -> int:
+        """A fixed fleet is there from the start (replays begin with it ready, as a
+        hindsight plan does): sized once, it never waits for a cold start."""
+        return self.replicas
+
     @classmethod
     def from_spec(cls, spec: PolicySpec, context: PolicyContext, *,
                   peak_replicas: int | None = None) -> StaticPolicy:

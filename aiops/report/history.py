@@ -5,14 +5,16 @@ The report needs, per target: the arrival rate (the load to replay), the replica
 rates (the request mix). Only the arrival rate is required; every other series that fails
 becomes a note in the target's section, and the report goes on without it.
 
-Errors name what to do next, as everywhere in aiops (DESIGN principle 5 and 6): Prometheus
-not answering is ``unavailable``, no series at all is ``no_data``, an answer that cannot be
-trusted is ``bad_data``; each fails this one target and never the report.
+Errors name what to do next, as everywhere in aiops (principles 5 and 6 of
+docs/architecture.md): Prometheus not answering is ``unavailable``, no series at all is
+``no_data``, an answer that cannot be trusted is ``bad_data``; each fails this one target
+and never the report.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -112,6 +114,23 @@ def classify(exc: BaseException) -> str:
     return STATUS_ERROR
 
 
+_QUERY_URL = re.compile(r"(?:with url: )?/api/v1/\S*")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+MAX_MESSAGE = 300
+
+
+def brief(exc: BaseException) -> str:
+    """An error as a reader wants it in a report: what failed and why, without the URL-encoded
+    query and the connection pool's repr that the HTTP library wraps around it."""
+    text = str(exc)
+    if getattr(exc, "kind", "") in ("connection", "timeout") and "HTTPConnectionPool" in text:
+        reason = _ERRNO.search(text)
+        head = text.split("HTTPConnectionPool", 1)[0].rstrip(" :")
+        text = f"{head} ({reason.group(1).strip() if reason else exc.__class__.__name__})"
+    text = _QUERY_URL.sub("", text)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
 def fill_linear(values: FloatArray) -> tuple[FloatArray, int]:
     """NaN/Inf replaced by linear interpolation between the nearest known points (the ends
     hold the nearest known value); the count of replaced points. All-missing is an error
@@ -146,7 +165,7 @@ def read_history(source: HistorySource, target: TargetConfig, start: float, end:
     try:
         times, raw = source.load_history(target, start, end, step)
     except AiopsError as exc:
-        raise HistoryError(classify(exc), f"arrival rate: {exc}") from None
+        raise HistoryError(classify(exc), f"arrival rate: {brief(exc)}") from None
     times = np.asarray(times, dtype=np.float64)
     raw = np.asarray(raw, dtype=np.float64)
     if len(times) != len(raw):
@@ -181,7 +200,7 @@ def read_history(source: HistorySource, target: TargetConfig, start: float, end:
         try:
             got = source.load_range(target, name, start, end, step)
         except AiopsError as exc:
-            notes.append(f"{name} history unavailable ({classify(exc)}): {exc}")
+            notes.append(f"{name} history unavailable ({classify(exc)}): {brief(exc)}")
             continue
         vals = _on_grid(times, np.asarray(got.times, dtype=np.float64),
                         np.asarray(got.values, dtype=np.float64))

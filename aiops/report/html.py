@@ -22,7 +22,9 @@ from html import escape
 
 from aiops.report import plots
 from aiops.report.model import (
+    ADVICE_NAMES,
     ROLES,
+    SLO_TIE_PP,
     STATUS_TEXT,
     BatchAdvice,
     Change,
@@ -30,9 +32,10 @@ from aiops.report.model import (
     Report,
     TargetReport,
     Verdict,
+    fmt_change,
     fmt_gpu_hours,
-    fmt_pct,
     fmt_seconds,
+    fmt_slo,
     fmt_span,
     fmt_time,
 )
@@ -68,7 +71,7 @@ th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: rig
 th { background: var(--bg2); font-weight: 600; font-size: 13px; white-space: nowrap; }
 td:first-child, th:first-child { text-align: left; }
 td.text, th.text { text-align: left; }
-tr.aiops td { font-weight: 600; background: #eef7f0; }
+tr.aiops td { font-weight: 600; }
 tr.pick td { background: #eef7f0; font-weight: 600; }
 table.changes td { font-size: 12.5px; }
 table.changes td.reason { max-width: 640px; color: #333; }
@@ -100,40 +103,40 @@ def _slug(name: str, taken: set[str]) -> str:
 
 
 def _tiles(v: Verdict) -> str:
-    pct = v.saved_pct
+    """aiops against the baseline in four numbers. The word, the sign and the colour of the
+    GPU-hours change agree: "2.61 fewer (−53.4%)" in green, "2.61 more (+53.4%)" in red."""
+    base = ADVICE_NAMES.get(v.baseline_role, "the baseline")
+    words, pct = fmt_change(v.saved, v.baseline_gpu_hours)
     cls = "good" if v.saved > 0 else "bad" if v.saved < 0 else ""
-    sign = "−" if v.saved > 0 else "+" if v.saved < 0 else ""
-    share = "" if pct is None else f" ({sign}{fmt_pct(abs(pct))}%)"
-    fine = max(v.aiops_slo, v.baseline_slo) >= 0.99
-    slo_cls = "good" if v.aiops_slo >= v.baseline_slo else "bad"
+    change = words if words == "the same" else f"{words}{f' ({pct})' if pct else ''}"
+    slo_cls = ("good" if (v.aiops_slo - v.baseline_slo) * 100 >= -SLO_TIE_PP else "bad")
     return (
         '<div class="tiles">'
-        f'<div class="tile" data-key="gpu_hours_saved"><div class="k">GPU-hours saved</div>'
-        f'<div class="v {cls}">{escape(fmt_gpu_hours(v.saved))}{escape(share)}</div></div>'
-        f'<div class="tile" data-key="gpu_hours"><div class="k">GPU-hours: aiops vs baseline'
-        f'</div><div class="v">{escape(fmt_gpu_hours(v.aiops_gpu_hours))} vs '
+        f'<div class="tile" data-key="gpu_hours_saved"><div class="k">GPU-hours, aiops against '
+        f'{escape(base)}</div><div class="v {cls}">{escape(change)}</div></div>'
+        f'<div class="tile" data-key="gpu_hours"><div class="k">GPU-hours: aiops vs '
+        f'{escape(base)}</div><div class="v">{escape(fmt_gpu_hours(v.aiops_gpu_hours))} vs '
         f'{escape(fmt_gpu_hours(v.baseline_gpu_hours))}</div></div>'
         f'<div class="tile" data-key="slo_attainment"><div class="k">SLO attainment: aiops vs '
-        f'baseline</div><div class="v {slo_cls}">{fmt_pct(100 * v.aiops_slo, fine=fine)}% vs '
-        f'{fmt_pct(100 * v.baseline_slo, fine=fine)}%</div></div>'
+        f'{escape(base)}</div><div class="v {slo_cls}">{fmt_slo(v.aiops_slo)} vs '
+        f'{fmt_slo(v.baseline_slo)}</div></div>'
         f'<div class="tile" data-key="span"><div class="k">replayed</div>'
         f'<div class="v">{escape(fmt_span(v.span_s))}</div></div>'
         '</div>'
-        f'<p class="note">Baseline: {escape(v.baseline_label)}.</p>'
+        f'<p class="note verdict">{escape(v.text())}</p>'
     )
 
 
-def _policy_table(rows: Sequence[PolicyFigures]) -> str:
+def _policy_table(rows: Sequence[PolicyFigures], choice: str = "") -> str:
     head = ("<tr><th>policy</th><th>GPU-hours</th><th>cost $</th><th>SLO attainment</th>"
             "<th>TTFT p50 s</th><th>TTFT p99 s</th><th>TPOT p99 s</th><th>scale ups</th>"
             "<th>scale downs</th><th>max replicas</th><th>unserved</th></tr>")
     body = []
     for r in rows:
-        fine = r.slo_attainment >= 0.99
         cells = [
             ("gpu_hours", fmt_gpu_hours(r.gpu_hours)),
             ("cost_usd", f"{r.cost_usd:,.2f}"),
-            ("slo_attainment", f"{fmt_pct(100 * r.slo_attainment, fine=fine)}%"),
+            ("slo_attainment", fmt_slo(r.slo_attainment)),
             ("ttft_p50_s", fmt_seconds(r.ttft_p50_s)),
             ("ttft_p99_s", fmt_seconds(r.ttft_p99_s)),
             ("tpot_p99_s", "∞" if r.tpot_p99_s is None else f"{r.tpot_p99_s:.4f}"),
@@ -143,8 +146,10 @@ def _policy_table(rows: Sequence[PolicyFigures]) -> str:
             ("unfinished", str(r.unfinished)),
         ]
         tds = "".join(f'<td data-key="{k}">{escape(v)}</td>' for k, v in cells)
-        body.append(f'<tr class="{escape(r.role)}" data-role="{escape(r.role)}">'
-                    f'<td title="{escape(r.spec)}">{escape(r.label)}</td>{tds}</tr>')
+        mark = " ✓ recommended" if r.role == choice else ""
+        body.append(f'<tr class="{escape(r.role)}{" pick" if mark else ""}" '
+                    f'data-role="{escape(r.role)}"><td title="{escape(r.spec)}">'
+                    f"{escape(r.label)}<strong>{mark}</strong></td>{tds}</tr>")
     return f'<table class="policies">{head}{"".join(body)}</table>'
 
 
@@ -242,13 +247,18 @@ def _target(t: TargetReport, slug: str, single: bool) -> str:
     parts.append(f'<p class="meta">policy <code>{escape(t.policy)}</code> · profile '
                  f"<code>{escape(t.profile)}</code> · {t.requests:,} requests over "
                  f"{escape(fmt_span(t.span_s))}</p>")
+    if t.advice is not None:
+        parts.append(f'<p class="advice" data-choice="{escape(t.advice.choice)}"><strong>'
+                     f"{escape(t.advice.text)}</strong></p>")
     if t.verdict is not None:
-        parts.append(f'<p class="verdict"><strong>{escape(t.verdict.text())}</strong></p>')
+        parts.append(f'<p class="verdict">{escape(t.verdict.text())}</p>')
     else:
         parts.append('<p class="problem">No verdict: '
                      + escape(t.message or "the aiops policy could not be replayed") + ".</p>")
     parts.append("<h3>Every policy on the same traffic</h3>")
-    parts.append(_policy_table(t.policies))
+    parts.append(_policy_table(t.policies, t.advice.choice if t.advice else ""))
+    if t.simulate_note:
+        parts.append(f'<p class="note simulate">{escape(t.simulate_note)}</p>')
     if not single:
         parts.append(_img(plots.policy_bars(t.policies, f"{t.name}: cost and service level"),
                           f"GPU-hours and SLO attainment per policy for {t.name}"))
@@ -317,6 +327,9 @@ def render(report: Report) -> str:
     done = [t for t in report.targets if t.ok]
     summary = [f'<section class="summary" id="summary"><p class="headline" id="headline">'
                f"{escape(report.summary_text())}</p>"]
+    basis = next((t.advice.basis() for t in report.targets if t.advice is not None), "")
+    if basis:
+        summary.append(f'<p class="note basis">{escape(basis)}</p>')
     if v is not None:
         summary.append(_tiles(v))
     rows = _overall_rows(report)
@@ -340,14 +353,17 @@ def render(report: Report) -> str:
     body = "".join(_target(t, s, single=len(done) == 1)
                    for t, s in zip(report.targets, slugs, strict=True))
     footer = (
-        "<footer><p>How to read this: every policy is replayed on the same requests through "
+        "<footer><p>How to read this: every option is replayed on the same requests through "
         "aiops' simulated cluster (model/hardware profile, cold starts, continuous batching, "
         "rolling batch-size changes), from the same starting replicas. <em>aiops</em> is the "
-        "configured policy followed by the guardrails, with its forecaster refitted on the "
-        "past only. <em>What ran</em> replays the recorded replica counts through the same "
-        "simulator, so its figures are comparable with the others (the measured ones are "
-        "listed as observed). SLO attainment counts a request as good when both its TTFT and "
-        "its TPOT meet the SLO; a request never served counts as missed. Plots are "
+        "configured policy followed by the guardrails, with the forecasts the daemon would "
+        "have made (the past only, refitted on a schedule). <em>What ran</em> replays the "
+        "recorded replica counts through the same simulator, so its figures are comparable "
+        "with the others (the measured ones are listed as observed). The <em>fixed "
+        "fleet</em> is the size with the lowest GPU cost plus missed requests at the price "
+        "stated under the headline, the same measure the recommendation compares every "
+        "option with. SLO attainment counts a request as good when both its TTFT and its "
+        "TPOT meet the SLO; a request never served counts as missed. Plots are "
         "downsampled for display only.</p></footer>")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

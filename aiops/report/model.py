@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # aiops.types imports numpy, which this module must not
     from aiops.types import Clamp
 
-REPORT_FORMAT = 1
-"""Version of the JSON layout; bumped when a key changes meaning or disappears."""
+REPORT_FORMAT = 2
+"""Version of the JSON layout; bumped when a key changes meaning or disappears. 2: the
+summary's ``text`` is the recommendation (the verdict sentence moved to ``verdict_text``),
+each target has a ``recommendation``, and the fixed-fleet row is the best size."""
 
 ROLE_AIOPS = "aiops"
 ROLE_RAN = "ran"
@@ -62,9 +64,28 @@ def fmt_gpu_hours(x: float) -> str:
     return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.2f}"
 
 
-def fmt_pct(x: float, *, fine: bool = False) -> str:
-    """A percentage of 100; ``fine`` shows two decimals (SLO attainments close to 100)."""
-    return f"{x:.2f}" if fine else f"{x:.1f}"
+def fmt_pct(x: float) -> str:
+    """A share of something, in percent with one decimal (savings, coverage)."""
+    return f"{x:.1f}"
+
+
+def fmt_slo(x: float) -> str:
+    """An SLO attainment (a fraction) as a percentage: always two decimals, on the page, in
+    the sentences and on the plots alike, so 99.21% and 96.30% read side by side (the
+    difference between 99% and 99.9% is what matters near the top)."""
+    return f"{100 * x:.2f}%"
+
+
+def fmt_change(saved: float, base: float) -> tuple[str, str]:
+    """``("3.20 fewer", "−4.1%")`` or ``("1.00 more", "+25.0%")``: GPU-hours one option saves
+    against another, with the word and the sign agreeing (``saved`` < 0 means more)."""
+    amount = fmt_gpu_hours(abs(saved))
+    if float(amount.replace(",", "")) == 0:
+        return "the same", "±0%"
+    pct = "" if base <= 0 else fmt_pct(abs(100 * saved / base)) + "%"
+    if saved > 0:
+        return f"{amount} fewer", f"−{pct}" if pct else ""
+    return f"{amount} more", f"+{pct}" if pct else ""
 
 
 def fmt_seconds(x: float | None) -> str:
@@ -191,29 +212,17 @@ class Verdict:
             return None
         return round(100.0 * self.saved / self.baseline_gpu_hours, 3)
 
-    def _fine(self) -> bool:
-        return max(self.aiops_slo, self.baseline_slo) >= 0.99
-
     def text(self) -> str:
         """"Over 7 days aiops would have used N fewer GPU-hours (−X%) than what ran, at SLO
         attainment Y% vs Z%." — signs spelled out, so nobody has to parse a minus."""
-        amount = fmt_gpu_hours(abs(self.saved))
-        shown = float(amount.replace(",", ""))
-        if shown == 0:
+        words, pct = fmt_change(self.saved, self.baseline_gpu_hours)
+        if words == "the same":
             change = "the same GPU-hours as"
         else:
-            word = "fewer" if self.saved > 0 else "more"
-            pct = self.saved_pct
-            share = ""
-            if pct is not None:
-                sign = "−" if self.saved > 0 else "+"
-                share = f" ({sign}{fmt_pct(abs(pct))}%)"
-            change = f"{amount} {word} GPU-hours{share} than"
-        fine = self._fine()
+            change = f"{words} GPU-hours{f' ({pct})' if pct else ''} than"
         return (f"Over {fmt_span(self.span_s)} aiops would have used {change} "
-                f"{self.baseline_label}, at SLO attainment "
-                f"{fmt_pct(100 * self.aiops_slo, fine=fine)}% vs "
-                f"{fmt_pct(100 * self.baseline_slo, fine=fine)}%.")
+                f"{self.baseline_label}, at SLO attainment {fmt_slo(self.aiops_slo)} vs "
+                f"{fmt_slo(self.baseline_slo)}.")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -298,6 +307,148 @@ def overall_verdict(targets: Sequence[TargetReport]) -> Verdict | None:
     span = max(t.span_s for t in done)
     w = max(total, 1)
     return Verdict(span, role, label, a_gpu, b_gpu, a_ok / w, b_ok / w)
+
+
+# --------------------------------------------------------------------------- the advice
+ADVICE_NAMES: Mapping[str, str] = {ROLE_AIOPS: "aiops", ROLE_RAN: "what ran",
+                                   ROLE_STATIC: "the fixed fleet", ROLE_HPA: "the HPA",
+                                   ROLE_KEDA: "KEDA"}
+
+
+SLO_MISS_USD = 0.005
+"""Price of one request that misses its SLO, dollars: what the advice weighs a miss against
+GPU cost with, and the default of ``aiops train --slo-miss-usd`` (its reasoning: a request
+served too late is worth about what it cost to serve, a few tenths of a cent). The report
+states the price it used; ``aiops recommend --slo-miss-usd`` changes it."""
+
+
+def score_usd(p: PolicyFigures, slo_miss_usd: float) -> float:
+    """GPU cost plus the price of every request that missed its SLO (as ``aiops train``
+    scores an evaluation): one number that weighs service against cost."""
+    return p.cost_usd + slo_miss_usd * (1.0 - p.slo_attainment) * p.requests
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The report's answer to "should I switch, and to what?", in one sentence.
+
+    ``choice`` is the role recommended: among every option replayed (aiops, what ran, the
+    best fixed fleet, the HPA, KEDA), the one with the lowest :func:`score_usd` — GPU cost
+    plus ``slo_miss_usd`` for each request that missed its SLO. Neither cost alone (which
+    rewards dropping requests) nor attainment alone (which buys the last tenth of a point at
+    any price) answers the question; a price per miss weighs the two, and the report says
+    which price it used. ``savings`` holds, per other option, the GPU-hours the choice saves
+    (negative: it uses more).
+    """
+
+    choice: str
+    text: str
+    span_s: float
+    gpu_hours: float
+    slo_attainment: float
+    slo_miss_usd: float = SLO_MISS_USD
+    savings: Mapping[str, float] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"choice": self.choice, "text": self.text, "span_s": round(self.span_s, 3),
+                "gpu_hours": self.gpu_hours, "slo_attainment": self.slo_attainment,
+                "slo_miss_usd": self.slo_miss_usd,
+                "score_usd": {k: round(v, 2) for k, v in self.scores.items()},
+                "gpu_hours_saved": {k: round(v, 4) for k, v in self.savings.items()}}
+
+    def basis(self) -> str:
+        """How the options were weighed, for the line under the headline."""
+        return (f"Options are compared by GPU cost plus ${self.slo_miss_usd:g} for each request "
+                "that misses its TTFT or TPOT objective (--slo-miss-usd).")
+
+
+def choose(policies: Sequence[PolicyFigures],
+           slo_miss_usd: float = SLO_MISS_USD) -> PolicyFigures | None:
+    """The option with the lowest :func:`score_usd`; on equal scores, the order of ROLES
+    (aiops, what ran, fixed, HPA, KEDA)."""
+    if not policies:
+        return None
+    return min(policies, key=lambda p: (round(score_usd(p, slo_miss_usd), 6),
+                                        ROLES.index(p.role) if p.role in ROLES else len(ROLES)))
+
+
+def replicas_text(n: int) -> str:
+    return f"{n} replica" + ("" if n == 1 else "s")
+
+
+def _listing(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def advise(policies: Sequence[PolicyFigures], span_s: float, *, policy_text: str,
+           fixed_replicas: int | None = None,
+           slo_miss_usd: float = SLO_MISS_USD) -> Advice | None:
+    """The one-sentence recommendation over the replayed options (see :class:`Advice`).
+
+    ``policy_text`` says which aiops policy and settings were replayed ("predictive with its
+    defaults, 1–12 replicas"); ``fixed_replicas`` is the size of the best fixed fleet. None
+    without an aiops row: nothing to advise on.
+    """
+    by_role = {p.role: p for p in policies}
+    aiops = by_role.get(ROLE_AIOPS)
+    pick = choose(policies, slo_miss_usd)
+    if aiops is None or pick is None:
+        return None
+    ran = ROLE_RAN in by_role
+    fixed = "a fixed fleet" + (f" of {replicas_text(fixed_replicas)}" if fixed_replicas
+                               else "")
+    names = dict(ADVICE_NAMES)
+    if fixed_replicas:
+        names[ROLE_STATIC] = f"the best fixed fleet of {fixed_replicas}"
+    if pick.role == ROLE_AIOPS:
+        opener = f"{'Switch to' if ran else 'Run'} aiops with {policy_text}"
+        subject = "it"
+    elif pick.role == ROLE_STATIC:
+        opener = f"{'Switch to' if ran else 'Run'} {fixed} rather than aiops with {policy_text}"
+        subject = "the fixed fleet"
+    elif pick.role == ROLE_RAN:
+        opener = f"Keep what runs rather than switching to aiops with {policy_text}"
+        subject = "what ran"
+    else:
+        who = "the HPA" if pick.role == ROLE_HPA else "KEDA"
+        opener = (f"{'Switch to' if ran else 'Use'} {who} with its default settings rather "
+                  f"than aiops with {policy_text}")
+        subject = who
+    others = [p for p in policies if p.role != pick.role]
+    changes, slos, savings = [], [], {}
+    for k, o in enumerate(others):
+        saved = round(o.gpu_hours - pick.gpu_hours, 4)
+        savings[o.role] = saved
+        words, pct = fmt_change(saved, o.gpu_hours)
+        unit = " GPU-hours" if k == 0 else ""
+        name = names.get(o.role, o.label)
+        if words == "the same":
+            changes.append(f"the same{unit} as {name}")
+        else:
+            changes.append(f"{words}{unit} than {name}{f' ({pct})' if pct else ''}")
+        slos.append(f"{ADVICE_NAMES.get(o.role, o.label)} {fmt_slo(o.slo_attainment)}")
+    best_fixed = by_role.get(ROLE_STATIC)
+    if pick.role == ROLE_STATIC:
+        tail = ("; on this traffic the best fixed fleet costs less than autoscaling around it, "
+                "missed requests included")
+    elif pick.gpu_hours > aiops.gpu_hours:
+        tail = (f"; aiops would use fewer GPU-hours but miss more requests "
+                f"({fmt_slo(aiops.slo_attainment)} vs {fmt_slo(pick.slo_attainment)}), which "
+                f"costs more at ${slo_miss_usd:g} a miss")
+    elif pick.role == ROLE_AIOPS and best_fixed is not None:
+        tail = ("; stay with a fixed fleet only where its best size costs less than "
+                "autoscaling, which here it does not")
+    else:
+        tail = ""
+    text = (f"{opener}: over {fmt_span(span_s)} {subject} would have used "
+            f"{_listing(changes)}, at SLO attainment {fmt_slo(pick.slo_attainment)} "
+            f"({', '.join(slos)}){tail}.")
+    scores = {p.role: score_usd(p, slo_miss_usd) for p in policies}
+    return Advice(pick.role, text, span_s, pick.gpu_hours, pick.slo_attainment, slo_miss_usd,
+                  savings, scores)
 
 
 # --------------------------------------------------------------------------- details
@@ -392,9 +543,10 @@ class BatchAdvice:
 class ForecastInfo:
     """How the forecaster did during the replay (it saw only the past of each decision).
 
-    ``coverage_80``: share of decisions whose observed load fell inside the p10-p90 band
-    forecast ``lead_s`` before (0.8 is calibrated); ``mae_rps``: mean absolute error of the
-    median forecast, requests/s.
+    ``coverage_80``: share of forecast steps whose observed mean load fell inside the
+    p10-p90 band forecast ``lead_s`` before (0.8 is calibrated); ``mae_rps``: mean absolute
+    error of the median forecast, requests/s. ``fits`` full fits happened, every
+    ``refit_s`` seconds of the replay, on steps of ``step_s``; ``failed`` calls failed.
     """
 
     available: bool
@@ -405,6 +557,18 @@ class ForecastInfo:
     coverage_80: float | None = None
     mae_rps: float | None = None
     failures: tuple[str, ...] = ()
+    fits: int = 0
+    refit_s: float = 0.0
+    step_s: float = 0.0
+    failed: int = 0
+
+    def schedule_text(self) -> str:
+        """How often the model was fitted, in words ("fitted 6 times, every 28 hours")."""
+        if not self.fits:
+            return ""
+        times = "once" if self.fits == 1 else f"{self.fits} times"
+        every = "" if self.fits == 1 else f", every {fmt_span(self.refit_s)}"
+        return f"fitted {times}{every} on {self.step_s:g}-s steps"
 
     def text(self) -> str:
         if not self.available:
@@ -413,15 +577,19 @@ class ForecastInfo:
             f"; the observed load fell inside the p10–p90 band {100 * self.coverage_80:.0f}% "
             "of the time (80% is calibrated)")
         mae = "" if self.mae_rps is None else f"; median off by {self.mae_rps:.2f} req/s on average"
+        sched = self.schedule_text()
+        fails = "" if not self.failed else f"; {self.failed} forecaster call(s) failed"
         return (f"forecast {self.model or 'model'} made {self.points} forecasts "
-                f"{self.lead_s:.0f} s ahead from the past only{cov}{mae}")
+                f"{self.lead_s:.0f} s ahead from the past only"
+                f"{f' ({sched})' if sched else ''}{cov}{mae}{fails}")
 
     def as_json(self) -> dict[str, Any]:
         return {"available": self.available, "reason": self.reason, "model": self.model,
                 "lead_s": self.lead_s, "points": self.points,
                 "coverage_80": _round(self.coverage_80, 4),
                 "mae_rps": _round(self.mae_rps, 4), "failures": list(self.failures),
-                "text": self.text()}
+                "fits": self.fits, "refit_s": round(self.refit_s, 3),
+                "step_s": self.step_s, "failed": self.failed, "text": self.text()}
 
 
 @dataclass(frozen=True)
@@ -497,6 +665,8 @@ class TargetReport:
     observed: Mapping[str, float | None] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     series: Any = None
+    advice: Advice | None = None
+    simulate_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -519,6 +689,8 @@ class TargetReport:
             "start_unix": self.start_unix,
             "workload": _json_safe(self.workload),
             "summary": None if self.verdict is None else self.verdict.as_json(),
+            "recommendation": None if self.advice is None else self.advice.as_json(),
+            "simulate_note": self.simulate_note,
             "policies": [p.as_json() for p in self.policies],
             "batch": None if self.batch is None else self.batch.as_json(),
             "forecast": None if self.forecast is None else self.forecast.as_json(),
@@ -548,6 +720,13 @@ class Report:
         return overall_verdict(self.targets)
 
     def summary_text(self) -> str:
+        """The headline: the recommendation in one sentence (every target's, together)."""
+        advised = [t for t in self.targets if t.advice is not None]
+        if len(self.targets) == 1 and advised:
+            assert advised[0].advice is not None
+            return advised[0].advice.text
+        if advised:
+            return _overall_advice(self.targets)
         v = self.verdict
         if v is not None:
             return v.text()
@@ -557,11 +736,16 @@ class Report:
                 f"{t.name}: {STATUS_TEXT.get(t.status, t.status)}" for t in failed) + "."
         return "No comparison: the aiops policy could not be replayed on any target."
 
+    @property
+    def evaluated(self) -> int:
+        """Targets with a replay of the aiops policy: what the report is for."""
+        return sum(1 for t in self.targets if t.ok and t.verdict is not None)
+
     def as_json(self) -> dict[str, Any]:
         v = self.verdict
         summary: dict[str, Any] = {"text": self.summary_text()}
         if v is not None:
-            summary = v.as_json()
+            summary = {**v.as_json(), "verdict_text": v.text(), "text": self.summary_text()}
         summary["targets_evaluated"] = sum(1 for t in self.targets if t.ok)
         summary["targets_failed"] = sum(1 for t in self.targets if not t.ok)
         return {
@@ -575,6 +759,35 @@ class Report:
             "summary": summary,
             "targets": [t.as_json() for t in self.targets],
         }
+
+
+_CHOICE_PHRASE: Mapping[str, str] = {
+    ROLE_AIOPS: "switch {} to aiops", ROLE_STATIC: "run a fixed fleet for {}",
+    ROLE_RAN: "keep what runs for {}", ROLE_HPA: "use the HPA for {}", ROLE_KEDA: "use KEDA for {}"}
+
+
+def _overall_advice(targets: Sequence[TargetReport]) -> str:
+    """Several targets: which to switch to what, and what the choices save together."""
+    groups: dict[str, list[str]] = {}
+    chosen = base = 0.0
+    for t in targets:
+        if t.advice is None or t.verdict is None:
+            continue
+        groups.setdefault(t.advice.choice, []).append(t.name)
+        chosen += t.advice.gpu_hours
+        base += t.verdict.baseline_gpu_hours
+    phrases = [_CHOICE_PHRASE.get(role, "{}: " + role).format(_listing(names))
+               for role, names in sorted(groups.items(), key=lambda kv: ROLES.index(kv[0])
+                                         if kv[0] in ROLES else len(ROLES))]
+    left = [t.name for t in targets if t.advice is None]
+    skipped = f" ({_listing(left)} not evaluated)" if left else ""
+    words, pct = fmt_change(round(base - chosen, 4), base)
+    together = ("the same GPU-hours as" if words == "the same" else
+                f"{words} GPU-hours{f' ({pct})' if pct else ''} than")
+    first = phrases[0][0].upper() + phrases[0][1:]
+    return (f"{_listing([first, *phrases[1:]])}{skipped}: together these choices would have "
+            f"used {together} each target's baseline (what ran where it is known, else the "
+            "better of the HPA and KEDA); each target's section says why.")
 
 
 def _json_safe(value: object) -> Any:

@@ -7,8 +7,8 @@
 * :class:`RecordedReplicas` — replays the replica count that actually ran (from
   kube-state-metrics), so "what ran" is scored by the same simulator as every other row
   instead of comparing simulated figures with measured ones.
-* :class:`ForecastRecorder` — wraps the runner's online forecast and keeps, for each
-  decision, the band it predicted one cold start ahead: the forecast the policy acted on.
+* :class:`ForecastRecorder` — wraps the forecast and keeps, for each decision, the band it
+  predicted one cold start ahead: the forecast the policy acted on.
 * :class:`AnomalyLookup` — streaming anomaly scores as the guardrails would have seen them
   at each decision (only bins already complete), so ``anomaly_freeze`` acts in the replay.
 
@@ -169,11 +169,13 @@ class ForecastRecorder:
         self.lead_s = lead_s
         self.points: list[BandPoint] = []
         self.model = ""
+        self._last: Forecast | None = None
 
     def __call__(self, snap: Snapshot, past: FloatArray) -> Forecast | None:
         fc = self.inner(snap, past)
-        if fc is None or fc.horizon == 0:
-            return fc
+        if fc is None or fc.horizon == 0 or fc is self._last:
+            return fc  # a forecast reused between steps is recorded once
+        self._last = fc
         k = round((snap.time + self.lead_s - fc.start) / fc.step) if fc.step > 0 else 0
         k = min(max(k, 0), fc.horizon - 1)
         try:

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from aiops.sim.profiles import Profile
+    from aiops.sim.stream import RequestStream
+    from aiops.sim.workloads import Workload
+
 # Kept literal (not imported from aiops.sim.workloads) so `aiops --help` imports no numpy.
 DEFAULT_WORKLOAD = "synthetic:diurnal-bursty"
-BASELINES = ["hpa", "keda", "static", "oracle"]
+BASELINES = ["predictive", "hpa", "keda", "static", "oracle"]
+
+
+EXAMPLES = """Examples:
+
+  aiops simulate --workload synthetic:flash-crowd --policy hpa --policy ppo
+
+  aiops simulate --workload trace.csv --rate-scale 5 --duration 2h --json r.json
+
+  aiops simulate --workload servegen:m-small:start=7d --rate-scale 0.1 --duration 7d
+
+  aiops simulate --workload azure-code-30m.csv --routing least-waiting
+      --policy static:replicas=2 --policy static:replicas=4
+"""
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="simulate")(simulate)
+    app.command(name="simulate", epilog=EXAMPLES)(simulate)
 
 
 def simulate(
@@ -22,39 +41,65 @@ def simulate(
         help="A request trace or rate-series CSV, synthetic:NAME, or servegen:DIR"
              "[:start=D][:end=D] (a ServeGen model folder).")] = DEFAULT_WORKLOAD,
     policy: Annotated[list[str] | None, typer.Option(
-        help="NAME or NAME:key=value,... (repeatable). Default: every baseline.")] = None,
+        help="NAME or NAME:key=value,... (repeatable). Default: predictive (the default "
+             "policy) and every baseline.")] = None,
     profile: Annotated[str, typer.Option(help="Model/hardware profile name or YAML path.")]
     = "llama3-8b-a100",
-    rate_scale: Annotated[float, typer.Option(help="Multiply the load by this factor.")] = 1.0,
+    rate_scale: Annotated[float, typer.Option(
+        help="Multiply the load by this factor (> 0).")] = 1.0,
     time_scale: Annotated[float, typer.Option(
         help="Stretch (>1) or compress (<1) time in the workload.")] = 1.0,
     duration: Annotated[str | None, typer.Option(
         help="Only the first part of the workload: seconds or 90s, 15m, 2h, 7d.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for workload generation.")] = 0,
-    interval: Annotated[float, typer.Option(help="Seconds between decisions.")] = 15.0,
+    interval: Annotated[str, typer.Option(
+        help="Time between decisions: seconds or 15s, 1m.")] = "15s",
     max_replicas: Annotated[int, typer.Option(help="Upper bound for every policy.")] = 64,
+    routing: Annotated[str | None, typer.Option(
+        help="How the gateway spreads requests over replicas: least-outstanding, "
+             "least-waiting or round-robin.", show_default="the profile's")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")]
     = None,
 ) -> None:
-    """Replay a workload through the simulated cluster under each policy and compare."""
+    """Replay a workload through the simulated cluster under each policy and compare.
+
+    Every policy is replayed bare (no guardrails), from the same starting fleet, with
+    forecasts refitted online on the run's own past: a benchmark of policies. `aiops
+    recommend` replays what the daemon would do instead, and says where the two differ.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from aiops.cli import fail_input
+    from aiops.cli import check_output_file, duration_option, fail_input
     from aiops.errors import InputError
-    from aiops.sim.profiles import load_profile
+    from aiops.sim.profiles import ROUTINGS, load_profile
     from aiops.sim.runner import compare_policies
     from aiops.sim.workloads import resolve_source
-    from aiops.units import parse_duration
 
     specs = policy or list(BASELINES)
     console = Console(width=max(Console().width, 120))
     try:
+        interval_s = duration_option(interval, "--interval")
+        span = duration_option(duration, "--duration") if duration else None
+        for name, value in (("--rate-scale", rate_scale), ("--time-scale", time_scale)):
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name} must be a number > 0, got {value:g}")
+        if max_replicas < 1:
+            raise InputError(f"--max-replicas must be >= 1, got {max_replicas}")
+        if seed < 0:
+            raise InputError(f"--seed must be >= 0, got {seed}")
+        if json_out is not None:
+            check_output_file(json_out, "--json")
         prof = load_profile(profile)
+        if routing is not None:
+            if routing not in ROUTINGS:
+                raise InputError(f"--routing must be one of {', '.join(ROUTINGS)}, "
+                                 f"got {routing!r}")
+            prof = prof.with_changes(routing=routing)
         wl = resolve_source(workload, rate_scale=rate_scale, time_scale=time_scale,
-                              seed=seed,
-                              duration=parse_duration(duration) if duration else None)
+                            seed=seed, duration=span)
+        _check_policies(specs, wl, prof, interval_s, max_replicas)
         with Progress(TextColumn("{task.description:<24}"), BarColumn(),
                       TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -64,7 +109,7 @@ def simulate(
                 if name in tasks:
                     progress.update(tasks[name], completed=min(t, wl.duration))
 
-            comparison = compare_policies(wl, prof, specs, interval_s=interval,
+            comparison = compare_policies(wl, prof, specs, interval_s=interval_s,
                                           max_replicas=max_replicas, on_step=on_step)
     except InputError as err:
         fail_input(err)
@@ -91,8 +136,29 @@ def simulate(
     # Every policy replays the same workload, so the count is the same in every row.
     table.caption = ("SLO feas. %: over the requests an idle replica could serve within the "
                      f"SLO; {infeasible} of {summary.get('requests')} could not (prompt too "
-                     "long to prefill within the TTFT objective) and miss on any fleet")
+                     "long to prefill within the TTFT objective) and miss on any fleet. "
+                     "Bare policies, no guardrails: `aiops recommend` on the same input "
+                     "replays what the daemon would do and explains the difference")
     console.print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps(comparison.as_json(), indent=2) + "\n")
+        try:
+            json_out.write_text(json.dumps(comparison.as_json(), indent=2) + "\n")
+        except OSError as exc:
+            fail_input(InputError(f"--json {json_out}: cannot write: {exc.strerror}"))
         console.print(f"wrote {json_out}")
+
+
+def _check_policies(specs: list[str], wl: Workload | RequestStream, prof: Profile,
+                    interval_s: float, max_replicas: int) -> None:
+    """Build every policy once before the first replay, so a bad name or parameter in the
+    last ``--policy`` fails now, not after the others have run."""
+    from aiops.policy import make_policy
+    from aiops.policy.base import PolicySpec
+    from aiops.sim.runner import peak_replicas, planning_context
+
+    ctx = planning_context(prof, wl, max_replicas=max_replicas, interval_s=interval_s)
+    for text in specs:
+        spec = PolicySpec.parse(text)
+        if spec.name == "oracle":
+            continue  # its plan is the costly part; compare_policies builds it once
+        make_policy(spec, ctx, peak_replicas=peak_replicas(wl, ctx), profile=prof, slo=None)

@@ -31,9 +31,7 @@ any percentile, deterministic; see ``summary.py``), and only an in-memory
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +47,8 @@ from aiops.types import FloatArray, Snapshot
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+PROMPT_BUCKETS = tuple(float(m * 10 ** k) for k in range(5) for m in (1, 2, 5))
+"""vLLM's prompt-length buckets (1, 2, 5, 10, ... tokens: its 1-2-5 series)."""
 
 LOG_ROWS = 1 << 16
 """Rows of the kernel's completion and first-token logs: drained into the sketches when full
@@ -93,32 +93,6 @@ def feasible_mask(profile: Profile, context_tokens: npt.ArrayLike,
     tpot_ok = (gen <= 1.0) | (tpot <= slo.tpot_s)
     mask: npt.NDArray[np.bool_] = np.asarray(ttft_ok & tpot_ok)
     return mask
-
-
-@lru_cache(maxsize=256)
-def feasible_limits(profile: Profile, slo: SloSpec) -> tuple[float, float]:
-    """The longest prompt an idle replica prefills within the TTFT objective, and the most
-    KV tokens a lone decoding sequence may hold within the TPOT objective (both monotone:
-    found by bisection on whole tokens)."""
-
-    def largest(ok: Callable[[float], bool]) -> float:
-        lo, hi = 0.0, 4.0 * profile.kv_cache_tokens
-        if not ok(1.0):
-            return 0.0
-        lo = 1.0
-        while hi - lo > 0.5:
-            mid = math.floor(0.5 * (lo + hi))
-            if mid <= lo:
-                break
-            if ok(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
-
-    max_ctx = largest(lambda c: bool(profile.idle_ttft(c) <= slo.ttft_s))
-    max_held = largest(lambda k: bool(profile.iteration.decode_step(1.0, k) <= slo.tpot_s))
-    return max_ctx, max_held
 
 
 def _exact(x: FloatArray, qs: tuple[float, ...]) -> list[float]:
@@ -301,6 +275,8 @@ class ClusterSim:
         self._tpot_hist = np.zeros(len(TPOT_BUCKETS) + 1)
         self._ttft_sum = 0.0
         self._tpot_sum = 0.0
+        self._prompt_hist = np.zeros(len(PROMPT_BUCKETS) + 1)
+        self._prompt_sum = 0.0
         self._scraped = False  # histograms are kept once prometheus_metrics() was called
         self._win_ttft: list[FloatArray] = []  # window values drained before the window ended
         self._win_tpot: list[FloatArray] = []
@@ -698,7 +674,8 @@ class ClusterSim:
         """:func:`feasible_mask` as 1.0/0.0, through thresholds found once: the idle TTFT
         grows with the prompt and the lone decode step with the tokens held."""
         if self._feasible_limits is None:
-            self._feasible_limits = feasible_limits(self.profile, self.slo)
+            self._feasible_limits = self.profile.feasible_limits(self.slo.ttft_s,
+                                                                 self.slo.tpot_s)
         max_ctx, max_held = self._feasible_limits
         ok = (ctx <= max_ctx) & ((gen <= 1.0) | (ctx + 0.5 * gen <= max_held))
         out: FloatArray = ok.astype(np.float64)
@@ -736,6 +713,11 @@ class ClusterSim:
             tp = tpot[~np.isnan(tpot)]
             if tp.size and not self.keep_requests:
                 self._tpot_sketch.update(tp)
+            if self._scraped:
+                self._prompt_hist += np.bincount(
+                    np.searchsorted(PROMPT_BUCKETS, log[:, kn.C_CTX]),
+                    minlength=len(PROMPT_BUCKETS) + 1)
+                self._prompt_sum += float(log[:, kn.C_CTX].sum())
             if tp.size and self._scraped:
                 self._tpot_hist += np.bincount(np.searchsorted(TPOT_BUCKETS, tp),
                                                minlength=len(TPOT_BUCKETS) + 1)
@@ -796,6 +778,7 @@ class ClusterSim:
         busy = float(totals[5]) - self._win_busy
         pods = ready + int(totals[4])
         util = min(1.0, busy / (window * pods)) if pods else math.nan
+        feasible, missed = self.window_slo()
         return Snapshot(
             time=self.time + self.time_offset,
             replicas=self._desired,
@@ -812,6 +795,8 @@ class ClusterSim:
             tpot_p99=float(tpot99),
             starting_replicas=self._n_starting,
             gpu_utilization=util,
+            slo_attainment=(1.0 - missed / feasible) if feasible else math.nan,
+            requests_finished=self._window(kn.G_COMPLETED),
         )
 
     def window_slo(self) -> tuple[int, int]:
@@ -883,6 +868,9 @@ class ClusterSim:
             "vllm:time_per_output_token_seconds_bucket": cumulative(TPOT_BUCKETS, self._tpot_hist),
             "vllm:time_per_output_token_seconds_sum": self._tpot_sum,
             "vllm:time_per_output_token_seconds_count": float(self._tpot_hist.sum()),
+            "vllm:request_prompt_tokens_bucket": cumulative(PROMPT_BUCKETS, self._prompt_hist),
+            "vllm:request_prompt_tokens_sum": self._prompt_sum,
+            "vllm:request_prompt_tokens_count": float(self._prompt_hist.sum()),
             "kube_deployment_spec_replicas": float(self.desired_replicas),
             "kube_deployment_status_replicas_ready": float(ready),
             "kube_deployment_status_replicas": float(ready + self.starting_replicas),
@@ -897,6 +885,11 @@ class ClusterSim:
                                        minlength=len(TPOT_BUCKETS) + 1)
         self._ttft_sum += float(tt.sum())
         self._tpot_sum += float(tp.sum())
+        if isinstance(self.workload, Workload):
+            ctx = self.workload.context_tokens[~np.isnan(self._done)]
+            self._prompt_hist += np.bincount(np.searchsorted(PROMPT_BUCKETS, ctx),
+                                             minlength=len(PROMPT_BUCKETS) + 1)
+            self._prompt_sum += float(ctx.sum())
 
     def result(self) -> SimResult:
         """Per-request accounting over the whole workload."""

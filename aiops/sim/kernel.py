@@ -192,7 +192,8 @@ C_OK = 3
 C_FEAS = 4
 C_ARR = 5
 C_FIN = 6
-C_SIZE = 7
+C_CTX = 7  # prompt tokens (vLLM's prompt-length histogram)
+C_SIZE = 8
 
 # ``advance`` return codes
 DONE = 0
@@ -400,6 +401,7 @@ def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog
     clog[k, C_FEAS] = feas
     clog[k, C_ARR] = rf[s, F_ARR]
     clog[k, C_FIN] = t
+    clog[k, C_CTX] = rf[s, F_CTX]
     st[G_NCOMP_LOG] = k + 1
     low = int(st[G_LOW])
     tail = int(st[G_TAIL_ID])

@@ -15,8 +15,9 @@ which requests could meet the SLO at all) uses the same timing function.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -252,6 +253,13 @@ class Profile:
             total = total + np.where(c > 0, step, 0.0)
         return total
 
+    def feasible_limits(self, ttft_s: float, tpot_s: float) -> tuple[float, float]:
+        """The longest prompt an idle replica prefills within ``ttft_s``, and the most KV
+        tokens a lone decoding sequence may hold within ``tpot_s`` (tokens; both found by
+        bisection on whole tokens, both functions being monotone). They define which
+        requests could meet the SLO at all (``aiops.sim.cluster.feasible_mask``)."""
+        return _feasible_limits(self, float(ttft_s), float(tpot_s))
+
     def replica_capacity_rps(
         self,
         batch: int,
@@ -292,6 +300,27 @@ class Profile:
             "sources": list(self.sources),
             "fit": dict(self.fit),
         }
+
+
+@lru_cache(maxsize=256)
+def _feasible_limits(profile: Profile, ttft_s: float, tpot_s: float) -> tuple[float, float]:
+    def largest(ok: Callable[[float], bool]) -> float:
+        if not ok(1.0):
+            return 0.0
+        lo, hi = 1.0, 4.0 * profile.kv_cache_tokens
+        while hi - lo > 0.5:
+            mid = math.floor(0.5 * (lo + hi))
+            if mid <= lo:
+                break
+            if ok(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    max_ctx = largest(lambda c: bool(profile.idle_ttft(c) <= ttft_s))
+    max_held = largest(lambda k: bool(profile.iteration.decode_step(1.0, k) <= tpot_s))
+    return max_ctx, max_held
 
 
 def _builtin_dir() -> Path:

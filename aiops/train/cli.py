@@ -18,8 +18,16 @@ DEFAULT_TRAIN = ["synthetic:diurnal-bursty", "synthetic:flash-crowd", "synthetic
 DEFAULT_EVAL = ["synthetic:diurnal-bursty", "synthetic:flash-crowd@3", "synthetic:step@0.5"]
 
 
+EXAMPLES = """Examples:
+
+  aiops train --timesteps 200000 --output policies/mine
+
+  aiops train --workload trace.csv --timesteps 500000 --output policies/trace
+"""
+
+
 def register(app: typer.Typer) -> None:
-    app.command(name="train")(train)
+    app.command(name="train", epilog=EXAMPLES)(train)
 
 
 def train(
@@ -50,12 +58,14 @@ def train(
              "draws one, e.g. a 90 s and a 300 s cold start; evaluation runs on the first).",
         show_default="llama3-8b-a100")] = None,
     rate_scale: Annotated[str, typer.Option(
-        help="Per-episode load multiplier range LOW:HIGH (log-uniform).")] = "0.1:4",
+        help="Multiply the load by this factor, as in simulate and recommend; a range "
+             "LOW:HIGH draws one factor per episode (log-uniform).")] = "0.1:4",
     time_stretch: Annotated[str, typer.Option(
         help="Per-episode time stretch range LOW:HIGH (log-uniform; level unchanged).")]
     = "0.5:2",
     n_envs: Annotated[int, typer.Option(help="Environments stepped together.")] = 8,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every this many steps.")] = 50_000,
+    eval_every: Annotated[int, typer.Option(
+        help="Evaluate every this many steps (>= 1).")] = 50_000,
     net_arch: Annotated[str, typer.Option(help="Hidden layer widths, e.g. 64,64.")] = "64,64",
     slo_miss_usd: Annotated[float, typer.Option(
         help="Price of one request that misses its SLO, in the reward and the score.")]
@@ -100,7 +110,7 @@ def train(
         TimeRemainingColumn,
     )
 
-    from aiops.cli import fail_input
+    from aiops.cli import check_output_dir, fail_input
     from aiops.errors import InputError
     from aiops.train.mix import MixConfig
     from aiops.train.ppo import PpoHyper, RewardConfig, TrainConfig, parse_range, train_ppo
@@ -110,8 +120,10 @@ def train(
         arch = tuple(int(x) for x in net_arch.split(",") if x.strip())
     except ValueError:
         fail_input(InputError(f"--net-arch {net_arch!r} is not a list of integers"))
-        return
     try:
+        _check_arguments(eval_every=eval_every, slo_miss_usd_max=slo_miss_usd_max,
+                         slo_miss_usd=slo_miss_usd)
+        check_output_dir(output, "--output")
         seed_list = _seed_list(seed, seeds, jobs, ray)
         cfg = TrainConfig(
             workloads=tuple(workload or DEFAULT_TRAIN),
@@ -209,6 +221,21 @@ def _key_text(key: tuple[float, float, float], cfg: Any) -> str:
         return (f"reaches it, {key[1]:.2f} GPU-h" if key[0] == 0
                 else f"short by {key[1]:.4f}, {key[2]:.2f} GPU-h")
     return f"{key[1]:.3f}x the reference" if cfg.selection == "relative" else f"${key[1]:.2f}"
+def _check_arguments(*, eval_every: int, slo_miss_usd: float,
+                     slo_miss_usd_max: float) -> None:
+    """What the training configuration does not check itself: values that would make it
+    loop forever or fail only at the end."""
+    import math
+
+    from aiops.errors import InputError
+
+    if eval_every < 1:
+        # 0 would evaluate after every step: a run that never ends.
+        raise InputError(f"--eval-every must be >= 1 step, got {eval_every}")
+    if not math.isfinite(slo_miss_usd):
+        raise InputError(f"--slo-miss-usd must be a finite number >= 0, got {slo_miss_usd}")
+    if not (math.isfinite(slo_miss_usd_max) and slo_miss_usd_max > 0):
+        raise InputError(f"--slo-miss-usd-max must be a number > 0, got {slo_miss_usd_max}")
 
 
 def _print_table(console: Any, meta: dict[str, Any]) -> None:

@@ -98,14 +98,15 @@ class LiveSettings:
 
 
 def tick_synced_policy(interval_s: float, down_window_s: float) -> str:
-    """``predictive`` whose HPA evaluates at every tick (its sync period = the tick, as with
-    the shipped 15-s tick and the HPA's 15-s sync) and scales down after ``down_window_s``
-    instead of 300 s, so that minutes hold a story (and a wrong scale-down can show).
-
-    With a tick shorter than the HPA's sync period, the HPA answers "hold at the current
-    count" between syncs, those answers fill the guardrails' scale-down window, and the
-    target never scales down: the sync period must not be longer than the tick."""
-    return f"predictive:hpa.sync_period={interval_s:g},hpa.down_window={down_window_s:g}"
+    """``predictive`` that follows the observed rate at once (no smoothing, no burst memory,
+    no learnt spare) and scales down after ``down_window_s``, so that minutes hold a story
+    (and a wrong scale-down can show): the shipped two-minute smoothing, two-hour burst
+    memory and SLO-learnt spare are for production, where a minute of lag is nothing beside
+    a cold start. ``interval_s`` (the tick) is kept in the signature for the callers'
+    record."""
+    del interval_s
+    return (f"predictive:smoothing=0,burst_window=0,spare=0,gain=0,"
+            f"down_window={down_window_s:g}")
 
 
 def step_workload(s: LiveSettings) -> Workload:

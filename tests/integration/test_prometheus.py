@@ -110,7 +110,8 @@ def isplit(value: float, part: int) -> float:
 
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")
-HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds")
+HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds",
+              "vllm:request_prompt_tokens")
 
 
 def write_vllm_pod(om: OpenMetrics, m: Scrape, labels: dict[str, str], part: int, t: int
@@ -173,6 +174,13 @@ class Recording:
         now = hist(self.metrics[k], family + "_bucket")
         before = hist(self.metrics[k - 3], family + "_bucket")
         return bucket_quantile(q, {le: now[le] - before[le] for le in now})
+
+    def below(self, family: str, le: str, k: int) -> float:
+        """The share of the window's observations at or under bucket ``le``."""
+        now = hist(self.metrics[k], family + "_bucket")
+        before = hist(self.metrics[k - 3], family + "_bucket")
+        total = now["+Inf"] - before["+Inf"]
+        return (now[le] - before[le]) / total if total else math.nan
 
     def window_complete(self, k: int) -> bool:
         return k >= 3 and all(self.present[k - 3:k + 1])
@@ -293,6 +301,14 @@ def test_snapshot_matches_the_simulator(recording: Recording, t: int) -> None:
                         (snap.tpot_p99, 0.99, "vllm:time_per_output_token_seconds")):
         assert got == pytest.approx(recording.quantile(q, fam, k), rel=1e-6, nan_ok=True)
     assert snap.ttft_p50 <= snap.ttft_p99
+    # SLO attainment from the histograms at the objectives (TTFT 0.5 s, TPOT 50 ms), over
+    # the prompts short enough to be served in time (vLLM's bucket at 5,000 tokens).
+    long = 1.0 - recording.below("vllm:request_prompt_tokens", "5000.0", k)
+    expect = (recording.below("vllm:time_to_first_token_seconds", "0.5", k)
+              * recording.below("vllm:time_per_output_token_seconds", "0.05", k) / (1 - long))
+    assert snap.slo_attainment == pytest.approx(min(expect, 1.0), rel=1e-6)
+    assert 0.0 <= snap.slo_attainment <= 1.0
+    assert snap.requests_finished == pytest.approx(snap.arrival_rate * 60.0)
 
 
 def test_the_scale_up_is_seen_while_pods_start(recording: Recording) -> None:

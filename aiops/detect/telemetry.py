@@ -1,0 +1,803 @@
+"""Is this tick's telemetry believable? Per-metric priors and cross-metric physics, per target.
+
+A learned anomaly detector says "unusual"; it cannot say "impossible". The metrics of one
+vLLM Deployment obey rules that hold whatever the load does, and a broken exporter breaks
+them while a real surge or a real outage does not. Each rule below is a property of the
+*telemetry*, so the guardrails may hold on it (never scale down on numbers that cannot be
+true). Every finding names the rule, the metrics and the numbers.
+
+Per-metric priors (the type of a metric says what it can do):
+
+- **missing**: a load or usage metric that had values and now has none (NaN). vLLM exports
+  its gauges and counters as long as a pod runs; latency quantiles are NaN legitimately
+  (no request finished in the window) and never count as missing.
+- **impossible**: outside the metric's range (a negative rate, KV usage above 1), not
+  finite (``+Inf``), more running sequences than the pods have slots (``pods x
+  --max-num-seqs``), sequences running in an empty KV cache, or a KV cache in use with no
+  sequence running (its blocks belong to running sequences).
+- **frozen**: the same value again. A rate computed from counters or a usage fraction that
+  changes on almost every tick does not repeat by chance; how often each metric repeats
+  inside its range is learned per target, and a run of ``r`` repeats is judged by its
+  probability ``p ** r`` under that rate, jointly for metrics that froze at the same tick
+  (a stale scrape freezes all of them at once). Flagged when that probability is below
+  ``frozen_p``. A value at a bound is no evidence (an empty queue, an idle service, every
+  slot busy: states a metric rests in), nor is an optional metric (a latency quantile is
+  constant whenever the batch is: the step time is).
+
+Cross-metric physics (log-ratios that load does not move):
+
+- tokens per request in and out: ``prompt_tokens_rate / arrival_rate`` and
+  ``generation_tokens_rate / arrival_rate``; a surge brings more requests *and* their
+  tokens;
+- KV per running sequence: ``kv_cache_usage x ready / requests_running``; a mean and a sum
+  that must move together (a doubled scrape doubles the sum, not the mean);
+- time in system (Little's law): ``(running + waiting) / arrival_rate`` may grow without
+  bound (a queue, a drain) but cannot fall far below its usual floor (the requests take as
+  long as they take); a counter reset read through ``rate(sum(...))`` makes the rates jump
+  a hundredfold while the gauges stay;
+- a latency quantile is part of a request's time in system: ``ttft_p99`` (or ``tpot_p99``
+  times the tokens per request) far above ``latency_factor`` times the longest time in
+  system of the last minute, on two ticks in a row, is a unit change;
+- a queue that does not move while every slot is busy and TTFT is far above anything seen:
+  the queue metric is stuck (with a full batch, new requests wait, and TTFT grows because
+  they do; with free slots a high TTFT is slow prefill, a health matter);
+- Little's law as a bound, needing nothing learnt: ``running + waiting >= arrival_rate x
+  ttft_p50 / 2`` (the mean time in system is at least the mean TTFT, at least half its
+  median); broken while the queue metric stands still, the queue metric is stuck.
+
+Each ratio's normal band is learned from this target's own good ticks (its median and its
+0.5%/99.5% quantiles over the last ``window`` ticks). A tick beyond ``break_spread`` times
+the band's half-width is a break at once; beyond ``confirm_spread`` times it must be so on
+two ticks in a row (one odd scrape is noise, two are a fault). Ratios are judged only when
+both sides count enough events to be meaningful (``min_events``), so a quiet hour or an
+outage (everything at zero) is never a fault.
+
+Not finding a fault is not evidence that the numbers are live (the first tick of a stale
+scrape looks like a quiet one), and removing capacity needs evidence. So each tick also lists
+its *doubts* (``TelemetryChecks.doubts``): what is suspicious but not yet a finding. A run
+of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``, a ratio
+beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
+latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
+a metric that has never had a value, a rate reading 0 while another counts requests or
+tokens. A ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears
+it (the ratio judged right again; the rate moving, or every rate and gauge at 0 together),
+so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
+guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
+alarm.
+
+Nothing is learned from a tick with findings, so a fault does not become the new normal;
+after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
+starts learning afresh (a real change of the request mix, a new model version). Memory is
+fixed: a ring buffer per ratio and a few numbers per metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from aiops.detect.base import DetectorState, FloatArray, JSONScalar
+
+Role = Literal["load", "health", "usage"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a target: its role, the values it can take, and whether NaN is normal.
+
+    ``optional``: NaN is a normal answer (latency quantiles with no finished request, a GPU
+    exporter that is not installed), never "missing". ``learned``: whether a per-metric
+    detector scores it too (False: it serves the checks only, as the median TTFT serves
+    Little's law).
+    """
+
+    name: str
+    role: Role
+    lower: float = -math.inf
+    upper: float = math.inf
+    optional: bool = False
+    learned: bool = True
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the Deployment is, this tick: bounds running sequences and scales KV usage."""
+
+    ready_replicas: int
+    replicas: int
+    batch_size: int  # --max-num-seqs per pod; 0 when unknown
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why one metric's value cannot be trusted this tick."""
+
+    metric: str
+    rule: str  # missing | impossible | frozen | relation name | queue_stuck
+    detail: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A log-ratio of products of metric sums that load does not move (module docstring).
+
+    ``num`` and ``den`` are factors, each a sum of metrics; ``kv`` stands for
+    ``kv_cache_usage x ready_replicas`` (KV in replica units). ``side`` is which way a break
+    may go: ``"both"``, or ``"low"`` when the ratio may rise without bound for real reasons
+    and only a fall is impossible. ``min_factor``: a ratio off by less never breaks,
+    whatever its band, because real traffic can move it that far (see :data:`RELATIONS`).
+    """
+
+    name: str
+    num: tuple[tuple[str, ...], ...]
+    den: tuple[tuple[str, ...], ...]
+    side: Literal["both", "low"]
+    what: str
+    min_factor: float
+    queue_free: bool = False  # judged only while nothing waits (see RELATIONS)
+    sparse: bool = False  # judged from one event a side, not ``min_events`` (see RELATIONS)
+    balanced: bool = False  # judged only while the number in the system holds (RELATIONS)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        names = [m for f in (*self.num, *self.den) for m in f]
+        return tuple(dict.fromkeys("kv_cache_usage" if m == "kv" else m for m in names))
+
+
+# Tokens are counted where requests are served, requests where they arrive (or finish): the
+# two agree only when no real queue stands in between, so per-request ratios are judged
+# only when the queue has held less than a tenth of a tick's arrivals for a while. A queue
+# metric that reads empty while requests pile up is then caught by them, which is what a
+# stuck queue looks like.
+#
+# The smallest break of each ratio is what real traffic cannot do. Tokens per request: a
+# new client with other prompts moves the mean a few-fold, so 4x (a unit change or a lost
+# counter is orders of magnitude). KV per sequence moves with prompt length too, so it is
+# taken per prompt token, which a change of mix does not move and a doubled scrape halves
+# (the sums double, the KV mean does not): 1.5x. Time in system: a surge within one tick
+# lowers it until the new requests have been in the system a while, up to its size, so 4x
+# (a counter reset read through rate(sum()) is a hundredfold). The ratios need
+# ``min_events`` requests, tokens and sequences a tick: one request's prompt is not a mean.
+# Generated tokens come from every request in the system during the tick, arrivals only from
+# the new ones: the two agree when about as many requests leave as arrive. When the traffic
+# stops at once (a service gap, a client outage), the requests still in flight generate a
+# tick's tokens for a handful of arrivals; so tokens out per request is judged only while
+# the number in the system moved by less than half a tick's arrivals (``balanced``).
+# Time in system alone is judged from a single request in the system, so that a thousandfold
+# rate is caught on a quiet service too; its one-sided 4x margin leaves room for the noise.
+RELATIONS: tuple[Relation, ...] = (
+    Relation("tokens_per_request_in", (("prompt_tokens_rate",),), (("arrival_rate",),),
+             "both", "prompt tokens per request", 4.0, queue_free=True),
+    Relation("tokens_per_request_out", (("generation_tokens_rate",),), (("arrival_rate",),),
+             "both", "generated tokens per request", 4.0, queue_free=True, balanced=True),
+    Relation("kv_per_prompt_token", (("kv",), ("arrival_rate",)),
+             (("requests_running",), ("prompt_tokens_rate",)), "both",
+             "KV per running sequence over prompt tokens per request", 1.5, queue_free=True),
+    Relation("time_in_system", (("requests_running", "requests_waiting"),),
+             (("arrival_rate",),), "low", "seconds in system (Little's law)", 4.0,
+             sparse=True),
+)
+
+_RATE_METRICS = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
+_COUNT_METRICS = ("requests_running", "requests_waiting")
+_LATENCY_METRICS = ("ttft_p99", "tpot_p99")
+
+
+class TelemetryChecks:
+    """The rules of the module docstring, for the metrics of one target, one tick at a time.
+
+    Parameters (ticks are the daemon's, 15 s by default):
+        frozen_p: probability under the learned repeat rates below which a run of identical
+            values is a frozen metric (1e-6: at one test per metric per tick, one false
+            call in about a month of 15-s ticks for ten metrics).
+        memory: ticks over which repeat rates are learned (exponential forgetting; 5760 is
+            a day at 15 s, enough to have seen both busy and quiet hours).
+        window: good ticks in each ratio's band (1000: about four hours at 15 s).
+        min_points: good ticks before a ratio is judged (40: ten minutes).
+        break_spread / confirm_spread: multiples of the band's half-width for an immediate
+            break (4) and for a break on two ticks in a row (2). With Gaussian noise the
+            half-width is 2.6 sigma, so 2x is 5 sigma; the heavier tails of real token
+            counts are why two ticks are asked for below 4x.
+        min_events: events (requests, tokens, sequences) a count or a rate must stand for
+            before its repeat is evidence or a ratio of it is judged (10: below that, equal
+            counts in two scrapes are common, and one request's prompt is not a mean).
+        cusum_h: how many standard deviations beyond a relation's ``min_factor`` must
+            accumulate before a lasting shift is a break (10: a shift that is one band-sigma
+            beyond it is called after ten ticks; the noise of a stable ratio rarely leaves
+            the allowance at all).
+        latency_factor: a latency p99 above this many times the time in system is not a
+            latency (20; a p99 of several times the mean is common in a queue).
+        stuck_factor: a queue is stuck when it repeats while ``ttft_p99`` is above this
+            many times the highest (99.5%) TTFT of good ticks (3).
+        relearn_after: ticks one ratio may stay broken before it is learnt afresh (240:
+            an hour at 15 s; long enough for an operator to be told, short enough that a
+            real change of the request mix does not freeze scale-down for a day).
+        settle: ticks after a queue stood (more than a tenth of a tick's arrivals waiting)
+            before per-request ratios are judged again (8: two minutes, longer than most
+            requests take, so what was admitted from the queue has finished).
+        hold_p: probability of a run of repeats below which the run is a doubt that holds
+            a scale-down for the tick, though not yet an alarm (0.01: such a doubt comes by
+            chance on about one tick in a hundred per metric at most, and costs only that
+            tick's scale-down: the next tick decides again).
+        little_slack: how many times the requests the gauges show Little's law must ask
+            for before its bound counts as broken (2: gauges read at one instant against a
+            rate and a median over the window; a queue half drained within the window
+            stays inside).
+    """
+
+    def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
+                 memory: int = 5760, window: int = 1000, min_points: int = 40,
+                 break_spread: float = 4.0, confirm_spread: float = 2.0,
+                 min_events: float = 10.0,
+                 cusum_h: float = 10.0, latency_factor: float = 20.0,
+                 stuck_factor: float = 3.0,
+                 relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
+                 little_slack: float = 2.0) -> None:
+        if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
+                and break_spread >= confirm_spread > 0 and min_events >= 0
+                and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
+                and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1):
+            raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
+                             "break_spread >= confirm_spread > 0, "
+                             "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
+                             "frozen_p <= hold_p < 1, little_slack >= 1")
+        self.specs = {m.name: m for m in metrics}
+        self.frozen_log_p = math.log(frozen_p)
+        self.hold_log_p = math.log(hold_p)
+        self.little_slack = little_slack
+        self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
+        self.suspects: dict[str, str] = {}  # doubts that last until evidence clears them
+        self.decay = math.exp(-1.0 / memory)
+        self.window, self.min_points = window, min_points
+        self.break_spread, self.confirm_spread = break_spread, confirm_spread
+        self.min_events = min_events
+        self.latency_factor, self.stuck_factor = latency_factor, stuck_factor
+        self.cusum_h = cusum_h
+        self.relearn_after = relearn_after
+        self.settle = settle
+        self.queue_share = 0.1
+        names = list(self.specs)
+        self.names = names
+        k = len(names)
+        # per metric: previous value, repeat run length, the tick the run started, ever seen
+        self.prev = np.full(k, np.nan)
+        self.run = np.zeros(k)
+        self.run_start = np.zeros(k)
+        self.same = np.zeros(k)  # identical values in a row, bounds included
+        self.seen = np.zeros(k)  # 1 once the metric has had a finite value
+        # decayed counts of observations and repeats inside the range (not at a bound), and
+        # the repeats of the current run, counted when it ends (tainted: a finding meanwhile)
+        self.obs = np.zeros(k)
+        self.rep = np.zeros(k)
+        self.pend = np.zeros(k)
+        self.tainted = np.zeros(k, dtype=bool)
+        self.relations = tuple(r for r in RELATIONS if self._usable(r))
+        n_rel = len(self.relations)
+        self.buf = np.full((n_rel, window), np.nan)  # ring of good-tick log-ratios
+        self.head = np.zeros(n_rel, dtype=np.int64)
+        self.filled = np.zeros(n_rel, dtype=np.int64)
+        self.pending = np.zeros(n_rel)  # -1/+1: beyond confirm on the previous tick (side)
+        self.broken_for = np.zeros(n_rel)  # consecutive broken ticks
+        self.cus_lo = np.zeros(n_rel)  # CUSUM of falls beyond min_factor (in sigmas)
+        self.cus_hi = np.zeros(n_rel)  # and of rises
+        self.ttft_buf = np.full(window, np.nan)  # good-tick ttft_p99, for the stuck queue
+        self.ttft_head = 0
+        self.ttft_wait = np.full(settle, np.nan)  # good-tick TTFTs not yet in the band
+        self.recent_w = np.full(4, np.nan)  # time in system, last four ticks
+        self.prev_inside = math.nan  # running + waiting at the previous tick
+        self.latency_over: set[str] = set()  # latencies over their bound last tick
+        self.ticks = 0
+        self.last_queued = -10**9  # last tick with requests waiting
+        self.last_t = math.nan
+        self.good = {n: math.nan for n in names}  # last value of each metric on a good tick
+
+    def _usable(self, r: Relation) -> bool:
+        return set(r.metrics) <= set(self.specs)
+
+    # ------------------------------------------------------------------------- the tick
+    def update(self, time: float, values: Mapping[str, float],
+               capacity: Capacity | None = None) -> list[Finding]:
+        """The findings of this tick (empty when the telemetry is believable)."""
+        dt = time - self.last_t if math.isfinite(self.last_t) and time > self.last_t else 0.0
+        self.last_t = time
+        self.ticks += 1
+        v = np.array([float(values.get(n, math.nan)) for n in self.names])
+        found: dict[str, Finding] = {}
+        self.doubts = []
+        self._priors(v, capacity, found)
+        self._frozen(v, capacity, dt, found)
+        ratios = self._relations(v, capacity, dt, found)
+        self._latency(v, found)
+        self._stuck_queue(v, capacity, found)
+        self._little(v, dt, found)
+        self._zero_load(v, dt)
+        self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
+        good = not found
+        self._learn_repeats(v, capacity, dt, good)
+        self._learn_ttft(v, good)
+        if good:  # nothing is learnt from a tick with a finding
+            for k, x in ratios.items():
+                self._learn_relation(k, x)
+            for i, n in enumerate(self.names):
+                if math.isfinite(v[i]):
+                    self.good[n] = float(v[i])
+        return sorted(found.values(), key=lambda f: f.metric)
+
+    # ---------------------------------------------------------------- per-metric priors
+    def _priors(self, v: FloatArray, cap: Capacity | None, found: dict[str, Finding]) -> None:
+        for i, n in enumerate(self.names):
+            spec = self.specs[n]
+            x = v[i]
+            if math.isnan(x):
+                if spec.optional or spec.role == "health":
+                    continue
+                if self.seen[i]:
+                    found[n] = Finding(n, "missing", f"{n} has no value (it had one before): "
+                                       "the series vanished (scrape gap, renamed metric)")
+                else:
+                    self.doubts.append(f"{n} has never had a value")
+                continue
+            self.seen[i] = 1.0
+            if not math.isfinite(x) or not spec.lower <= x <= spec.upper:
+                found[n] = Finding(n, "impossible", f"impossible value {x:g} for {n} "
+                                   f"(range [{spec.lower:g}, {spec.upper:g}])")
+        if {"requests_running", "kv_cache_usage"} <= set(self.specs):
+            run = values_of(v, self.names, "requests_running")
+            kv = values_of(v, self.names, "kv_cache_usage")
+            if run >= 1 and kv == 0 and "kv_cache_usage" not in found:
+                found["kv_cache_usage"] = Finding(
+                    "kv_cache_usage", "impossible", f"kv_cache_usage is 0 while {run:g} "
+                    "sequences run (each holds KV blocks): one of the two is wrong")
+            elif run == 0 and kv >= 1e-3 and "requests_running" not in found:
+                found["requests_running"] = Finding(
+                    "requests_running", "impossible", f"no sequence runs but KV usage is "
+                    f"{kv:g} (blocks are held by running sequences): one of the two is wrong")
+        slots = self._slots(cap)
+        if "requests_running" in self.specs and slots is not None:
+            x = float(values_of(v, self.names, "requests_running"))
+            if math.isfinite(x) and x > slots * 1.05 + 1:
+                found.setdefault("requests_running", Finding(
+                    "requests_running", "impossible",
+                    f"{x:g} running sequences but only {slots:g} slots "
+                    "(pods x --max-num-seqs)"))
+
+    @staticmethod
+    def _slots(cap: Capacity | None) -> float | None:
+        if cap is None or cap.batch_size <= 0:
+            return None
+        pods = max(cap.ready_replicas, cap.replicas)
+        return float(pods * cap.batch_size) if pods > 0 else None
+
+    # ----------------------------------------------------------------------- repeats
+    def _at_bound(self, i: int, x: float, cap: Capacity | None) -> bool:
+        """At the metric's floor or ceiling (running: all ready slots busy), where a metric
+        rests legitimately: an empty queue, an idle service, a saturated batch."""
+        spec = self.specs[self.names[i]]
+        if x in (0.0, spec.lower, spec.upper):
+            return True
+        if self.names[i] != "requests_running" or cap is None or cap.batch_size <= 0:
+            return False
+        # within one sequence of full: one finishing between scrapes is not a free slot
+        return x >= cap.ready_replicas * cap.batch_size - 1
+
+    def _p_repeat(self, i: int) -> float:
+        """Probability that metric ``i`` repeats a value inside its range, learned on this
+        target: the Krichevsky-Trofimov estimate (repeats + 1/2) / (observations + 1)."""
+        return float((self.rep[i] + 0.5) / (self.obs[i] + 1.0))
+
+    def _frozen(self, v: FloatArray, cap: Capacity | None, dt: float,
+                found: dict[str, Finding]) -> None:
+        groups: dict[float, list[int]] = {}
+        for i in range(len(self.names)):
+            x, p = v[i], self.prev[i]
+            name = self.names[i]
+            evidence = (not self.specs[name].optional and not self._at_bound(i, x, cap)
+                        and self._enough(name, x, dt))
+            self.same[i] = self.same[i] + 1 if math.isfinite(x) and x == p else 0
+            if math.isfinite(x) and x == p and evidence:
+                if self.run[i] == 0:
+                    self.run_start[i] = self.ticks
+                self.run[i] += 1
+                groups.setdefault(float(self.run_start[i]), []).append(i)
+            else:
+                self.run[i] = 0
+        for members in groups.values():
+            log_p = sum(self.run[i] * math.log(self._p_repeat(i)) for i in members)
+            if self.frozen_log_p <= log_p < self.hold_log_p:
+                self.doubts.append(
+                    f"{', '.join(self.names[i] for i in members)} repeated "
+                    f"{int(max(self.run[i] for i in members))} tick(s) (probability "
+                    f"{math.exp(log_p):.1e})")
+            if log_p < self.frozen_log_p:
+                names = [self.names[i] for i in members]
+                for i in members:
+                    n = self.names[i]
+                    with_ = f" (with {', '.join(m for m in names if m != n)})" if (
+                        len(names) > 1) else ""
+                    found.setdefault(n, Finding(
+                        n, "frozen", f"{n} repeated {v[i]:g} for {int(self.run[i])} ticks"
+                        f"{with_}: probability {math.exp(log_p):.1e} for this target "
+                        "(stale scrape or a stuck exporter)"))
+
+    def _learn_repeats(self, v: FloatArray, cap: Capacity | None, dt: float,
+                       good: bool) -> None:
+        """Count observations and repeats inside the range. A run of repeats is counted
+        only when it ends without having been called frozen (and on good ticks only), so
+        the first repeats of a fault never teach that repeats are normal."""
+        if good:
+            self.obs *= self.decay
+            self.rep *= self.decay
+        for i in np.flatnonzero(np.isfinite(v) & np.isfinite(self.prev)):
+            x = float(v[i])
+            if self._at_bound(int(i), x, cap) or not self._enough(self.names[i], x, dt):
+                continue
+            if x == self.prev[i]:
+                self.pend[i] += 1.0
+                self.tainted[i] = self.tainted[i] or not good
+                continue
+            if good:
+                self.obs[i] += 1.0
+                if not self.tainted[i]:
+                    self.obs[i] += self.pend[i]
+                    self.rep[i] += self.pend[i]
+            self.pend[i], self.tainted[i] = 0.0, False
+        self.prev = np.where(np.isnan(v), self.prev, v)
+
+    # --------------------------------------------------------------------- relations
+    def _factor(self, names: tuple[str, ...], v: FloatArray, cap: Capacity | None,
+                dt: float, events: float) -> tuple[float, bool]:
+        """A sum of metrics and whether it counts enough events to be judged."""
+        if names == ("kv",):
+            kv = values_of(v, self.names, "kv_cache_usage")
+            ready = cap.ready_replicas if cap is not None else 0
+            return kv * ready, ready > 0 and kv > 0
+        x = sum(values_of(v, self.names, m) for m in names)
+        return x, self._enough(names[0], x, dt, events)
+
+    def _enough(self, name: str, x: float, dt: float, events: float | None = None) -> bool:
+        """Whether ``x`` counts ``events`` (``min_events`` by default) in one tick:
+        requests or tokens for a rate, sequences for a count."""
+        need = self.min_events if events is None else events
+        if name in _RATE_METRICS:
+            return dt > 0 and x * dt >= need
+        if name in _COUNT_METRICS:
+            return x >= need
+        return x > 0
+
+    def _relations(self, v: FloatArray, cap: Capacity | None, dt: float,
+                   found: dict[str, Finding]) -> dict[int, float]:
+        """Judge every relation; return the log-ratios of those within their band."""
+        within: dict[int, float] = {}
+        queued = self._queued(v, dt)
+        balanced = self._balanced(v, dt)
+        for k, rel in enumerate(self.relations):
+            events = 1.0 if rel.sparse else self.min_events
+            num = [self._factor(f, v, cap, dt, events) for f in rel.num]
+            den = [self._factor(f, v, cap, dt, events) for f in rel.den]
+            a = math.prod(x for x, _ in num)
+            b = math.prod(x for x, _ in den)
+            enough = all(ok for _, ok in (*num, *den))
+            if (rel.queue_free and queued) or (rel.balanced and not balanced) or not (
+                    enough and math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
+                self.pending[k] = 0
+                continue
+            x = math.log(a / b)
+            verdict = self._judge(k, rel, x)
+            if verdict is None:
+                within[k] = x
+                # a doubt: off once with events enough to mean it, or drifting half-way
+                dense = not rel.sparse or all(
+                    self._factor(f, v, cap, dt, self.min_events)[1] for f in (*rel.num,
+                                                                              *rel.den))
+                if (self.pending[k] != 0 and dense) or max(
+                        self.cus_lo[k], self.cus_hi[k]) > self.cusum_h / 2:
+                    self.suspects[rel.name] = (f"{rel.what} off its usual "
+                                               f"({math.exp(x):.3g}), not seen right since")
+                else:
+                    self.suspects.pop(rel.name, None)
+                continue
+            self.suspects[rel.name] = f"{rel.what} broken, not seen right since"
+            self.broken_for[k] += 1
+            if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
+                self.suspects.pop(rel.name, None)
+                self.filled[k] = 0
+                self.broken_for[k] = self.pending[k] = self.cus_lo[k] = self.cus_hi[k] = 0
+                continue
+            center, factor = verdict
+            suspect = self._suspect(rel.metrics, v)
+            found.setdefault(suspect, Finding(
+                suspect, rel.name,
+                f"{rel.what} is {math.exp(x):.3g}, {factor:.3g}x its usual "
+                f"{math.exp(center):.3g}: {', '.join(rel.metrics)} disagree "
+                f"({suspect} moved most)"))
+        return within
+
+    def _zero_load(self, v: FloatArray, dt: float) -> None:
+        """A rate reading 0 while another counts ``min_events`` in the tick: each counts
+        the same requests (arrived, prefilled, generating), so the zero is in doubt until
+        it moves, or until every rate and gauge reads 0 together (an idle service is
+        consistent). Not a finding: completions, prompts and generated tokens do part for
+        a tick at low traffic (a long request generating, nothing new to prefill)."""
+        rates = [m for m in _RATE_METRICS if m in self.specs]
+        x = {m: values_of(v, self.names, m) for m in rates}
+        gauges = [values_of(v, self.names, m) for m in _COUNT_METRICS if m in self.specs]
+        if all(x[m] == 0 for m in rates) and all(g == 0 for g in gauges):
+            for m in rates:
+                self.suspects.pop(f"zero:{m}", None)
+            return
+        for m in rates:
+            if x[m] > 0:
+                self.suspects.pop(f"zero:{m}", None)
+                continue
+            busy = [o for o in rates if o != m and self._enough(o, x[o], dt)]
+            if x[m] == 0 and busy:
+                self.suspects[f"zero:{m}"] = (
+                    f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
+                    "and has not moved since")
+
+    def _balanced(self, v: FloatArray, dt: float) -> bool:
+        """Whether the number in the system moved by less than half a tick's arrivals
+        (``min_events`` at least) since the last tick: about as many left as arrived."""
+        if not {"requests_running", "requests_waiting", "arrival_rate"} <= set(self.specs):
+            return True
+        inside = sum(values_of(v, self.names, m) for m in _COUNT_METRICS)
+        before, self.prev_inside = self.prev_inside, inside
+        flow = values_of(v, self.names, "arrival_rate") * dt
+        return abs(inside - before) <= max(self.min_events, 0.5 * flow)
+
+    def _queued(self, v: FloatArray, dt: float) -> bool:
+        """Whether a real queue (more than ``queue_share`` of a tick's arrivals) stood in
+        the last ``settle`` ticks: what it held is served, and counted, after it drains.
+        A few requests waiting for a moment do not part arrivals from admissions."""
+        if not {"requests_waiting", "arrival_rate"} <= set(self.specs):
+            return False
+        waiting = values_of(v, self.names, "requests_waiting")
+        flow = values_of(v, self.names, "arrival_rate") * dt
+        if not (waiting <= self.queue_share * flow):  # a real queue, or unknown (NaN)
+            self.last_queued = self.ticks
+        return self.ticks - self.last_queued <= self.settle
+
+    def _judge(self, k: int, rel: Relation, x: float) -> tuple[float, float] | None:
+        """``(center, factor)`` when relation ``k`` is broken at ``x``, else None.
+
+        Three tiers on the band of good ticks: beyond ``break_spread`` half-widths at once;
+        beyond ``confirm_spread`` on two ticks in a row; and a lasting shift beyond the
+        relation's ``min_factor`` that is smaller than the band is wide (a doubled scrape
+        at low traffic, where counting noise is large), accumulated by a CUSUM in units of
+        the band's robust standard deviation until it passes ``cusum_h``.
+        """
+        n = int(self.filled[k])
+        if n < self.min_points:
+            self.pending[k] = 0
+            return None
+        data = self.buf[k, :n]
+        center = float(np.median(data))
+        lo, hi = (float(q) for q in np.quantile(data, (0.005, 0.995)))
+        sigma = max(1.4826 * float(np.median(np.abs(data - center))), 1e-3)
+        dev = x - center
+        allow = math.log(rel.min_factor)
+        # capped at twice the alarm level, so that the alarm ends soon after the shift
+        cap = 2.0 * self.cusum_h
+        self.cus_lo[k] = min(cap, max(0.0, self.cus_lo[k] + (-dev - allow) / sigma))
+        self.cus_hi[k] = 0.0 if rel.side == "low" else min(
+            cap, max(0.0, self.cus_hi[k] + (dev - allow) / sigma))
+        half = max((center - lo) if dev < 0 else (hi - center), 1e-3)
+        side = -1.0 if dev < 0 else 1.0
+        lasting = max(self.cus_lo[k], self.cus_hi[k]) > self.cusum_h
+        if (rel.side == "low" and side > 0) or abs(dev) < allow:
+            self.pending[k] = 0
+            return (center, math.exp(dev)) if lasting else None
+        if abs(dev) >= self.break_spread * half:
+            self.pending[k] = side
+            return center, math.exp(dev)
+        if abs(dev) >= self.confirm_spread * half:
+            confirmed = self.pending[k] == side
+            self.pending[k] = side
+            return (center, math.exp(dev)) if confirmed or lasting else None
+        self.pending[k] = 0
+        return (center, math.exp(dev)) if lasting else None
+
+    def _learn_relation(self, k: int, x: float) -> None:
+        self.broken_for[k] = 0
+        if self.pending[k] != 0 or self.cus_lo[k] > 0 or self.cus_hi[k] > 0:
+            return  # beyond the band or drifting out of it: wait before learning it
+        h = int(self.head[k])
+        self.buf[k, h] = x
+        self.head[k] = (h + 1) % self.window
+        self.filled[k] = min(self.filled[k] + 1, self.window)
+
+    def _suspect(self, metrics: Sequence[str], v: FloatArray) -> str:
+        """The metric that moved most since the last good tick, in log terms (a count moving
+        from 0 to 5 is a smaller move than a rate multiplied by 1000)."""
+        best, name = -1.0, metrics[0]
+        for m in metrics:
+            now, before = values_of(v, self.names, m), self.good.get(m, math.nan)
+            eps = 0.01 if self.specs[m].upper <= 1.0 else 1.0  # fractions move in hundredths
+            if not (now >= 0 and before >= 0):
+                continue
+            move = abs(math.log((now + eps) / (before + eps)))
+            if move > best:
+                best, name = move, m
+        return name
+
+    # ---------------------------------------------------------- latency and the queue
+    def _time_in_system(self, v: FloatArray) -> float:
+        if not {"requests_running", "arrival_rate"} <= set(self.specs):
+            return math.nan
+        rate = values_of(v, self.names, "arrival_rate")
+        inside = values_of(v, self.names, "requests_running")
+        if "requests_waiting" in self.specs:
+            inside += values_of(v, self.names, "requests_waiting")
+        return inside / rate if rate > 0 and inside >= 0 else math.nan
+
+    def _latency(self, v: FloatArray, found: dict[str, Finding]) -> None:
+        # the largest time in system over the last four ticks: gauges are read at one
+        # instant, latencies over a window, and a burst may have left between the two
+        self.recent_w = np.roll(self.recent_w, 1)
+        self.recent_w[0] = self._time_in_system(v)
+        w = float(np.nanmax(self.recent_w)) if np.isfinite(self.recent_w).any() else math.nan
+        over: set[str] = set()
+        # with another finding the time in system itself may be the lie
+        if math.isfinite(w) and w > 0 and not found:
+            per_request = 1.0  # a token gap is a share of its request's time: divide
+            if {"generation_tokens_rate", "arrival_rate"} <= set(self.specs):
+                gen = values_of(v, self.names, "generation_tokens_rate")
+                rate = values_of(v, self.names, "arrival_rate")
+                if rate > 0 and math.isfinite(gen):
+                    per_request = max(1.0, gen / rate)
+            for m in _LATENCY_METRICS:
+                if m not in self.specs:
+                    continue
+                x = values_of(v, self.names, m)
+                share = w if m == "ttft_p99" else w / per_request
+                if math.isfinite(x) and x > self.latency_factor * share + 1.0:
+                    over.add(m)
+                    if m not in self.latency_over:
+                        self.doubts.append(f"{m} {x:g} s is beyond the time in system once")
+                    if m in self.latency_over and m not in found:  # two ticks in a row
+                        found[m] = Finding(
+                            m, "latency_unit", f"{m} is {x:g} s but requests spend at most "
+                            f"{w:.3g} s in the system (Little's law): a latency cannot "
+                            "exceed its share of that this far (unit change?)")
+        self.latency_over = over
+
+    def _stuck_queue(self, v: FloatArray, cap: Capacity | None,
+                     found: dict[str, Finding]) -> None:
+        """Requests can only wait when the batch is full (every slot busy, or the KV cache
+        nearly so). A full batch, TTFT far above anything seen, and a queue metric that
+        does not move: the queue metric is stuck. (TTFT up with free slots is slow
+        prefill, a health problem, not a hidden queue.)"""
+        if not {"requests_waiting", "ttft_p99", "requests_running"} <= set(self.specs):
+            return
+        i = self.names.index("requests_waiting")
+        ttft = values_of(v, self.names, "ttft_p99")
+        known = self.ttft_buf[np.isfinite(self.ttft_buf)]
+        if len(known) < self.min_points or not math.isfinite(ttft) or self.same[i] < 2:
+            return
+        running = values_of(v, self.names, "requests_running")
+        kv = values_of(v, self.names, "kv_cache_usage") if "kv_cache_usage" in self.specs \
+            else math.nan
+        full = kv >= 0.9 or (cap is not None and cap.batch_size > 0 and cap.ready_replicas > 0
+                             and running >= cap.ready_replicas * cap.batch_size - 1)
+        top = float(np.quantile(known, 0.995))
+        if full and ttft > self.stuck_factor * top and "requests_waiting" not in found:
+            found["requests_waiting"] = Finding(
+                "requests_waiting", "queue_stuck",
+                f"requests_waiting stuck at {v[i]:g} for {int(self.same[i])} ticks while "
+                f"every slot is busy and ttft_p99 is {ttft:.3g} s, {ttft / top:.1f}x the "
+                f"highest usual ({top:.3g} s): requests wait where the queue metric does "
+                "not show")
+
+    def _little(self, v: FloatArray, dt: float, found: dict[str, Finding]) -> None:
+        """Little's law bounds how few requests can be in the system.
+
+        ``L = arrival_rate x W``, and the mean time in system ``W`` is at least the mean
+        TTFT, itself at least half the median TTFT (a non-negative quantity's median is at
+        most twice its mean: Markov's inequality). So ``running + waiting >= arrival_rate x
+        ttft_p50 / 2`` whatever the load, the model or the scheduler. The gauges are read at
+        one instant and the rate and the median over the window, so a queue that drained
+        within the window may break the bound for a tick: the test asks for more than
+        ``little_slack`` times the requests the gauges show plus ``min_events``, and a break
+        alone is a doubt. With the queue metric unmoved for two ticks it is a finding (a
+        real queue that drains moves): the requests the TTFT says are waiting are missing
+        from the queue metric. Skipped when another rule already found one of its inputs
+        wrong (a unit change of the arrival rate breaks the bound too).
+        """
+        need = ("requests_running", "requests_waiting", "arrival_rate", "ttft_p50")
+        if dt <= 0 or not set(need) <= set(self.specs) or any(m in found for m in need
+                                                                if m != "requests_waiting"):
+            return
+        running, waiting, rate, p50 = (values_of(v, self.names, m) for m in need)
+        inside = running + waiting
+        if not (rate > 0 and p50 > 0 and inside >= 0 and math.isfinite(rate * p50)):
+            return
+        implied = rate * p50 / 2.0
+        if implied <= self.little_slack * inside + self.min_events:
+            return
+        i = self.names.index("requests_waiting")
+        if self.same[i] >= 2 and "requests_waiting" not in found:
+            found["requests_waiting"] = Finding(
+                "requests_waiting", "queue_stuck",
+                f"requests_waiting stuck at {waiting:g} for {int(self.same[i])} ticks while "
+                f"Little's law puts at least {implied:.0f} requests in the system (arrivals "
+                f"{rate:.3g}/s x half the median TTFT {p50:.3g} s) and the gauges show "
+                f"{inside:g}: requests wait where the queue metric does not show")
+        else:
+            self.doubts.append(f"the gauges show {inside:g} requests in the system, Little's "
+                               f"law at least {implied:.0f}")
+
+    def _learn_ttft(self, v: FloatArray, good: bool) -> None:
+        """TTFT joins the band ``settle`` good ticks late, and not at all when a finding
+        comes first: the first ticks of a fault are not yet known to be one."""
+        if not good:
+            self.ttft_wait[:] = np.nan
+            return
+        if "ttft_p99" not in self.specs:
+            return
+        old = self.ttft_wait[0]
+        self.ttft_wait = np.roll(self.ttft_wait, -1)
+        self.ttft_wait[-1] = values_of(v, self.names, "ttft_p99")
+        if math.isfinite(old):
+            self.ttft_buf[self.ttft_head] = old
+            self.ttft_head = (self.ttft_head + 1) % self.window
+
+    # -------------------------------------------------------------------------- state
+    def state(self) -> DetectorState:
+        meta: dict[str, JSONScalar] = {"ticks": self.ticks, "last_t": self.last_t,
+                                       "ttft_head": self.ttft_head,
+                                       "prev_inside": self.prev_inside,
+                                       "last_queued": self.last_queued}
+        meta.update({f"good.{n}": x for n, x in self.good.items()})
+        meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
+        return DetectorState(name="telemetry", params={}, meta=meta, arrays={
+            "prev": self.prev.copy(), "run": self.run.copy(), "run_start": self.run_start.copy(),
+            "same": self.same.copy(),
+            "seen": self.seen.copy(), "obs": self.obs.copy(), "rep": self.rep.copy(),
+            "pend": self.pend.copy(), "tainted": self.tainted.astype(np.float64),
+            "buf": self.buf.copy(), "head": self.head.astype(np.float64),
+            "filled": self.filled.astype(np.float64), "pending": self.pending.copy(),
+            "broken_for": self.broken_for.copy(), "ttft_buf": self.ttft_buf.copy(),
+            "cus_lo": self.cus_lo.copy(), "cus_hi": self.cus_hi.copy(),
+            "ttft_wait": self.ttft_wait.copy(),
+            "recent_w": self.recent_w.copy(),
+            "latency_over": np.array([float(m in self.latency_over)
+                                      for m in _LATENCY_METRICS])})
+
+    def load(self, st: DetectorState) -> None:
+        a = st.arrays
+        if a["buf"].shape != self.buf.shape or a["obs"].shape != self.obs.shape:
+            raise ValueError("saved telemetry checks are for other metrics or another window")
+        self.prev, self.run, self.run_start = a["prev"], a["run"], a["run_start"]
+        self.same = a["same"]
+        self.seen, self.obs, self.rep, self.buf = a["seen"], a["obs"], a["rep"], a["buf"]
+        self.pend, self.tainted = a["pend"], a["tainted"].astype(bool)
+        self.head = a["head"].astype(np.int64)
+        self.filled = a["filled"].astype(np.int64)
+        self.pending, self.broken_for, self.ttft_buf = a["pending"], a["broken_for"], a["ttft_buf"]
+        self.recent_w = a["recent_w"]
+        self.cus_lo, self.cus_hi = a["cus_lo"], a["cus_hi"]
+        self.ttft_wait = a["ttft_wait"]
+        self.latency_over = {m for m, x in zip(_LATENCY_METRICS, a["latency_over"], strict=True)
+                             if x}
+        m = st.meta
+        self.ticks = int(_num(m["ticks"]))
+        self.last_t = _num(m["last_t"])
+        self.ttft_head = int(_num(m["ttft_head"]))
+        self.last_queued = int(_num(m["last_queued"]))
+        self.prev_inside = _num(m.get("prev_inside"))
+        self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
+        self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
+                         if k.startswith("suspect.")}
+
+
+def values_of(v: FloatArray, names: Sequence[str], name: str) -> float:
+    """The value of metric ``name`` in the tick vector ``v``."""
+    return float(v[names.index(name)])
+
+
+def _num(x: JSONScalar) -> float:
+    return math.nan if x is None else float(x)

@@ -1,0 +1,170 @@
+"""Labelled cluster faults through the daemon's own tick: never a blind scale-down.
+
+The scenarios run the simulated fleet (``SimBackend``) through ``Daemon.run_simulated``
+with telemetry faults injected at the metric source. The workload is the seeded
+``synthetic:step`` (10, then 30, then 15 requests/s from minute 40): the faults start a
+minute after the step down, so the policy wants to scale down while they last — without
+anomaly detection it does, in several of them, which is what makes this test able to fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from aiops.detect.faults import (
+    LOAD_CHANGES,
+    TELEMETRY_FAULTS,
+    Fault,
+    FaultySource,
+    load_factor,
+    reshape,
+)
+from aiops.detect.scenarios import (
+    Run,
+    Scenario,
+    false_alarms,
+    run_scenario,
+    score_event,
+    standard_events,
+)
+from aiops.sim.workloads import Workload, resolve_workload
+from aiops.types import Snapshot
+
+DURATION = 3600.0
+ONSET = 2460.0  # a minute after the step down from 30 to 15 requests/s
+EVENTS = standard_events(DURATION, ONSET, fault_s=720.0, change_s=600.0)
+FAULTS = [e for e in EVENTS if e.telemetry]
+
+
+@pytest.fixture(scope="module")
+def workload() -> Workload:
+    return resolve_workload("synthetic:step", duration=DURATION, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fault_runs(workload: Workload) -> dict[str, tuple[Run, Run]]:
+    """Each fault's run with and without anomaly detection (no forecaster: faster, and
+    the guardrails are the same)."""
+    out = {}
+    for e in FAULTS:
+        sc = Scenario(e.label, workload, (e,))
+        out[e.label] = (run_scenario(sc, forecast=False),
+                        run_scenario(sc, forecast=False, detect=False))
+    return out
+
+
+def test_every_kind_of_fault_is_in_the_scenarios() -> None:
+    assert {e.kind for e in EVENTS} == set(TELEMETRY_FAULTS) | set(LOAD_CHANGES)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.label for f in FAULTS])
+def test_no_blind_scale_down_and_the_fault_is_reported(
+        fault: Fault, fault_runs: dict[str, tuple[Run, Run]]) -> None:
+    run, _ = fault_runs[fault.label]
+    score = score_event(run, fault)
+    assert score.scale_downs == 0
+    assert math.isfinite(score.ticks_to_detect)  # reported as bad telemetry
+    assert score.flagged >= score.ticks // 5  # and for much of its duration
+
+
+def test_without_detection_these_faults_scale_down_blind(
+        fault_runs: dict[str, tuple[Run, Run]]) -> None:
+    blind = {label: score_event(without, e).scale_downs
+             for e in FAULTS for label, (_, without) in [(e.label, fault_runs[e.label])]}
+    # faults that look like less load, or that hide the load: the policy alone follows them
+    for label in ("flatline:requests_running", "flatline:kv_cache_usage",
+                  "unit_change:arrival_rate", "nan_inf:kv_cache_usage"):
+        assert blind[label] > 0, blind
+
+
+def test_most_faults_are_reported_within_two_ticks(
+        fault_runs: dict[str, tuple[Run, Run]]) -> None:
+    ttd = [score_event(fault_runs[e.label][0], e).ticks_to_detect for e in FAULTS]
+    assert float(np.median(ttd)) <= 2.0, ttd
+
+
+@pytest.mark.parametrize("kind", ["surge", "drop_to_zero"])
+def test_a_real_load_change_is_followed_not_frozen(workload: Workload, kind: str) -> None:
+    change = next(e for e in EVENTS if e.kind == kind)
+    sc = Scenario(change.label, workload, (change,))
+    run = run_scenario(sc, forecast=False)
+    score = score_event(run, change)
+    assert score.frozen == 0 and score.flagged == 0
+    assert false_alarms(run)[0] == 0
+    # the same decisions as without any anomaly detection
+    plain = run_scenario(sc, forecast=False, detect=False)
+    assert run.replicas == plain.replicas
+
+
+def test_a_clean_run_has_no_bad_telemetry(workload: Workload) -> None:
+    run = run_scenario(Scenario("clean", workload), forecast=False)
+    assert not any(run.bad)
+    assert run.served == run.true
+
+
+class _Fixed:
+    """A metric source returning prepared snapshots, one per call."""
+
+    def __init__(self, snaps: list[Snapshot]) -> None:
+        self.snaps = iter(snaps)
+
+    def snapshot(self, target: object, at: float) -> Snapshot:
+        return next(self.snaps)
+
+    def load_history(self, target: object, start: float, end: float,
+                     step: float) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0), np.zeros(0)
+
+
+def _snap(t: float, rate: float) -> Snapshot:
+    return Snapshot(time=t, replicas=2, ready_replicas=2, batch_size=64, requests_running=20,
+                    requests_waiting=1, kv_cache_usage=0.3, arrival_rate=rate,
+                    prompt_tokens_rate=500 * rate, generation_tokens_rate=200 * rate,
+                    ttft_p99=0.4, tpot_p99=0.03)
+
+
+def _served(fault: Fault, n: int = 10) -> list[Snapshot]:
+    source = FaultySource(_Fixed([_snap(15.0 * k, 10.0 + k) for k in range(n)]), [fault])
+    return [source.snapshot(None, 15.0 * k) for k in range(n)]  # type: ignore[arg-type]
+
+
+def test_fault_models_change_what_the_daemon_reads() -> None:
+    gap = _served(Fault("scrape_gap", 45.0, 30.0))
+    assert math.isnan(gap[3].arrival_rate) and math.isnan(gap[4].kv_cache_usage)
+    assert gap[5].arrival_rate == 15.0 and gap[5].replicas == 2  # back; kube data kept
+    stale = _served(Fault("stale_series", 45.0, 600.0))
+    assert stale[3].arrival_rate == stale[6].arrival_rate == 12.0  # the last good sample
+    reset = _served(Fault("counter_reset", 45.0, 60.0))
+    # the counter's whole history over the 60 s window (the first read has no interval)
+    assert reset[3].arrival_rate == pytest.approx(13.0 + (11 + 12 + 13) * 15 / 60)
+    assert reset[7].arrival_rate == 17.0  # one window later the artefact is gone
+    double = _served(Fault("double_scrape", 45.0, 60.0))
+    assert double[3].requests_running == 40 and double[3].kv_cache_usage == 0.3
+    unit = _served(Fault("unit_change", 45.0, 60.0, metric="ttft_p99", factor=1000.0))
+    assert unit[3].ttft_p99 == pytest.approx(400.0)
+    flaky = _served(Fault("nan_inf", 45.0, 60.0, metric="kv_cache_usage"))
+    kv = [flaky[3].kv_cache_usage, flaky[4].kv_cache_usage]
+    assert any(math.isnan(x) for x in kv) and any(math.isinf(x) for x in kv)
+    flat = _served(Fault("flatline", 45.0, 60.0, metric="arrival_rate"))
+    assert flat[3].arrival_rate == flat[6].arrival_rate == 12.0
+    assert flat[6].prompt_tokens_rate == 500 * 16.0  # the other metrics keep moving
+
+
+def test_reshape_multiplies_the_rate_where_the_change_is(workload: Workload) -> None:
+    surge = Fault("surge", 600.0, 600.0, factor=5.0)
+    out = reshape(workload, [surge], seed=1)
+    before = np.histogram(workload.arrivals, bins=[0, 600, 660, 1200, 1260, 1800])[0]
+    after = np.histogram(out.arrivals, bins=[0, 600, 660, 1200, 1260, 1800])[0]
+    assert after[0] == before[0]  # untouched before the change
+    assert after[2] == pytest.approx(5 * before[2], rel=0.1)  # five times during it
+    assert after[4] == before[4]  # and back after it
+    drop = reshape(workload, [Fault("drop_to_zero", 600.0, 600.0)], seed=1)
+    assert not ((drop.arrivals > 615) & (drop.arrivals < 1200)).any()
+    assert load_factor(Fault("slow_drift", 0.0, 100.0, factor=3.0))(np.array([50.0]))[0] == 2.0
+    with pytest.raises(ValueError, match="unknown fault"):
+        Fault("meteor", 0.0, 1.0)
+    with pytest.raises(ValueError, match="needs a metric"):
+        Fault("flatline", 0.0, 1.0)
