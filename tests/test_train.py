@@ -205,6 +205,36 @@ def test_fixed_batch_trains_without_the_batch_head(tmp_path: Path) -> None:
         assert list(venv.envs[0].unwrapped.batch_sizes) == sizes
 
 
+def test_start_bias_makes_the_untrained_agent_the_base_policy(tmp_path: Path) -> None:
+    """With --start-bias the network's first deterministic action is "factor 1, default
+    batch" on any observation (the base policy's plan unchanged), and the option is
+    recorded in the command; without it sb3's tiny initial logits decide nothing useful."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from aiops.features import HIGH, LOW
+    from aiops.sim.profiles import load_profile
+    from aiops.train.ppo import make_vec_env, start_as_base
+
+    csv = write_rate_series(tmp_path / "series.csv")
+    profile = load_profile("llama3-8b-a100")
+    cfg = tiny_config(tmp_path / "o", csv, hyper=PpoHyper(start_bias=3.0))
+    assert shlex.split(cfg.to_command())[-2:] == ["--start-bias", "3"]
+    assert "--start-bias" not in tiny_config(tmp_path / "p", csv).to_command()
+    venv = make_vec_env(cfg, [profile])
+    model = PPO("MlpPolicy", venv, n_steps=128, seed=0, device="cpu",
+                policy_kwargs={"activation_fn": torch.nn.Tanh})
+    sizes = list(venv.envs[0].unwrapped.batch_sizes)
+    start_as_base(model.policy, DEFAULT_FACTORS, sizes, profile.default_batch_size, 3.0)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(LOW, HIGH, size=(64, len(LOW))).astype(np.float32)
+    actions, _ = model.policy.predict(obs, deterministic=True)
+    assert {tuple(a) for a in np.asarray(actions).tolist()} == {
+        (DEFAULT_FACTORS.index(1.0), sizes.index(profile.default_batch_size))}
+    with pytest.raises(InputError, match="--start-bias"):
+        tiny_config(tmp_path / "q", csv, hyper=PpoHyper(start_bias=-1.0))
+
+
 def test_the_naive_forecast_is_the_forecasters_bit_for_bit() -> None:
     """Evaluation and the training environment use a fast path of the naive forecast; it
     must give exactly what NaiveForecaster(residual_window=240) gives (the forecast the

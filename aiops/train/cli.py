@@ -98,6 +98,9 @@ def train(
     lr_decay: Annotated[bool, typer.Option(
         help="Lower the step size linearly to a tenth of --learning-rate over the run.")]
     = False,
+    start_bias: Annotated[float, typer.Option(
+        help="Logit added at the start to 'factor 1' and the default batch size, so the "
+             "agent starts as the base policy (0: every action equally likely).")] = 0.0,
 ) -> None:
     """Train a PPO autoscaling agent in the simulator; keep the best evaluated checkpoint."""
     from rich.console import Console
@@ -139,7 +142,7 @@ def train(
                                 slo_budget=slo_budget),
             fixed_batch=fixed_batch, selection=select,
             hyper=PpoHyper(ent_coef=ent_coef, n_steps=n_steps, learning_rate=learning_rate,
-                           lr_decay=lr_decay),
+                           lr_decay=lr_decay, start_bias=start_bias),
         )
         if seeds is not None:
             _train_seeds(console, cfg, seed_list, jobs=jobs, ray=ray)
@@ -221,6 +224,8 @@ def _key_text(key: tuple[float, float, float], cfg: Any) -> str:
         return (f"reaches it, {key[1]:.2f} GPU-h" if key[0] == 0
                 else f"short by {key[1]:.4f}, {key[2]:.2f} GPU-h")
     return f"{key[1]:.3f}x the reference" if cfg.selection == "relative" else f"${key[1]:.2f}"
+
+
 def _check_arguments(*, eval_every: int, slo_miss_usd: float,
                      slo_miss_usd_max: float) -> None:
     """What the training configuration does not check itself: values that would make it
