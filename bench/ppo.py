@@ -2,7 +2,10 @@
 
 ``--policy DIR`` (repeatable) compares several trained policies side by side (e.g. the
 batch-size ablation: ``--policy policies/default --policy /tmp/fixed-batch``); their rows
-are ``ppo`` for one policy, ``ppo[DIRNAME]`` for several.
+are ``ppo`` for one policy, ``ppo[DIRNAME]`` for several. ``--static-batch 32,128`` adds
+``predictive`` run at each of those batch sizes (``predictive[batch=B]``: the server's
+``--max-num-seqs`` fixed at B, the per-replica capacity predictive plans with measured at
+B): what choosing a batch size once, in hindsight, buys over the profile's default.
 
 Every policy runs the same workload from the same starting fleet through the simulator loop
 of ``aiops simulate`` and sees the same forecast (a naive last-value forecast with empirical
@@ -27,13 +30,15 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from aiops.errors import InputError
-from aiops.policy.base import PolicySpec
+from aiops.policy import make_policy
+from aiops.policy.base import Policy, PolicyContext, PolicySpec
 from aiops.policy.ppo import DEFAULT_POLICY_DIR, PpoPolicy, read_meta
 from aiops.sim.profiles import load_profile
 from aiops.sim.workloads import SYNTHETIC_PREFIX
@@ -106,6 +111,20 @@ def measure_training(steps: int, seed: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of batch sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be >= 1")
+    return sizes
+
+
+def _predictive(ctx: PolicyContext) -> Policy[Any]:
+    return make_policy(PolicySpec.parse("predictive"), ctx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +135,9 @@ def main() -> None:
     ap.add_argument("--profile", default="llama3-8b-a100")
     ap.add_argument("--max-replicas", type=int, default=64)
     ap.add_argument("--no-forecast", action="store_true")
+    ap.add_argument("--static-batch", type=_sizes, default=(),
+                    help="batch sizes to run predictive at, e.g. 32,128 (rows "
+                         "predictive[batch=B])")
     ap.add_argument("--train-steps", type=int, default=8192,
                     help="steps of the throughput measurement (0: skip)")
     args = ap.parse_args()
@@ -135,6 +157,11 @@ def main() -> None:
         for name, directory in zip(names, policies, strict=True):
             agent = PpoPolicy.from_spec(PolicySpec.parse(f"ppo:path={directory}"), ctx)
             agents[name] = result_row(run_on(agent, ew, setup), profile, setup.slo_miss_usd)
+        for b in args.static_batch:
+            at_b = replace(setup, profile=replace(profile, default_batch_size=b))
+            agents[f"predictive[batch={b}]"] = result_row(
+                run_on(_predictive(at_b.context(ew.workload)), ew, at_b), profile,
+                setup.slo_miss_usd)
         rows = {**agents, **table[ew.spec]}
         ppo = rows[names[0]]
         versus = {

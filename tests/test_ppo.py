@@ -438,6 +438,20 @@ def test_profile_knows_the_largest_tpot_safe_batch() -> None:
     assert p.max_batch_for_tpot(0.001) == min(p.batch_sizes)  # none meets it: the smallest
 
 
+def test_an_agent_without_a_batch_head_keeps_the_running_batch() -> None:
+    """Trained with --fixed-batch (one size, 64), the agent never asks for a batch change,
+    whatever the pods run: its one size is no decision, not a size to impose."""
+    meta = replace(wide_meta(), batch_sizes=(64,))
+    policy = PpoPolicy(FixedModel((ONE, 0)), meta, fallback=StubFallback(7),
+                       fallback_name="predictive")
+    for running in (32, 64, 128):
+        rec, _ = policy.decide(PolicyInput(snap(batch_size=running), CTX),
+                               policy.initial_state())
+        assert rec.batch_size is None, running
+        assert rec.details["model_batch_size"] == running
+        assert "shield_batch_blocked" not in rec.details
+
+
 def test_batch_the_target_does_not_offer_is_blocked() -> None:
     ctx = replace(CTX, batch_sizes=(32, 64))
     policy = stub_policy((HOLD_INDEX, BATCHES.index(256)))

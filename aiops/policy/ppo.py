@@ -542,7 +542,11 @@ class PpoPolicy:
         current = snap.replicas
         base_n = min(max(int(seen.base.replicas), ctx.min_replicas), ctx.max_replicas)
         wanted = min(max(residual_target(base_n, factor), ctx.min_replicas), ctx.max_replicas)
-        wanted_batch = self.meta.batch_sizes[batch_i]
+        # An agent trained without a batch head (one size, ``--fixed-batch``) has no batch
+        # decision to make: it keeps whatever the pods run, which need not be the size it
+        # was trained at (another profile's default, an operator's choice).
+        wanted_batch = (self.meta.batch_sizes[batch_i] if len(self.meta.batch_sizes) > 1
+                        else snap.batch_size)
         details: dict[str, float] = {
             "current_replicas": float(current),
             "ready_replicas": float(snap.ready_replicas),
