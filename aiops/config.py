@@ -272,6 +272,39 @@ class Config(_Model):
 
 
 # --------------------------------------------------------------------------- loading
+def _unwrap_configmap(text: str, source: str) -> tuple[str, int]:
+    """The config document in ``text`` and the lines before it.
+
+    ``deploy/`` ships the config inside a Kubernetes ConfigMap manifest (its one ``*.yaml``
+    data key), and that is the file a user edits and checks; validating the manifest itself
+    would only report ``apiVersion`` as an unknown field. Lines stay counted in the manifest.
+    Anything that is not a ConfigMap is returned as it is."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return text, 0  # reported by the caller, with its line
+    if not isinstance(node, yaml.MappingNode):
+        return text, 0
+    top = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+    kind = top.get("kind")
+    if not (isinstance(kind, yaml.ScalarNode) and kind.value == "ConfigMap"):
+        return text, 0
+    data = top.get("data")
+    entries = data.value if isinstance(data, yaml.MappingNode) else []
+    docs = [(k, v) for k, v in entries
+            if isinstance(k, yaml.ScalarNode) and k.value.endswith((".yaml", ".yml"))]
+    if len(docs) != 1 or not isinstance(docs[0][1], yaml.ScalarNode):
+        found = ", ".join(k.value for k, _ in docs) or "none"
+        raise InputError("a Kubernetes ConfigMap: aiops reads the config from its one *.yaml "
+                         f"data key (found: {found}); give that ConfigMap or the config file "
+                         "itself", path=source, line=kind.start_mark.line + 1)
+    value = docs[0][1]
+    # A block scalar (``config.yaml: |``) starts on the line after its key, unindented
+    # line for line; a quoted one has no such mapping, so lines point at its key.
+    offset = value.start_mark.line + 1 if value.style in ("|", ">") else value.start_mark.line
+    return str(value.value), offset
+
+
 def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map every key path in the YAML document to its 1-based line number."""
     index: dict[tuple[str | int, ...], int] = {}
@@ -324,12 +357,13 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def parse_config(text: str, *, source: str = "<config>",
                  environ: dict[str, str] | None = None) -> Config:
     """Validate a YAML document (plus environment overrides) into a Config."""
+    text, offset = _unwrap_configmap(text, source)
     try:
         raw = yaml.safe_load(text)
-        lines = _line_index(text)
+        lines = {k: n + offset for k, n in _line_index(text).items()}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        line = mark.line + 1 + offset if mark is not None else None
         raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=source,
                          line=line) from None
     if raw is None:
@@ -437,8 +471,9 @@ def config_lines(path: str | Path) -> dict[tuple[str | int, ...], int]:
     """Each key path of a config file (``("targets", 0, "policy")``) and its 1-based line;
     empty when the file cannot be read again. For checks that run after validation."""
     try:
-        return _line_index(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text, offset = _unwrap_configmap(Path(path).read_text(encoding="utf-8"), str(path))
+        return {k: n + offset for k, n in _line_index(text).items()}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, InputError):
         return {}
 
 

@@ -95,3 +95,41 @@ def test_example_configs_are_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "examples").glob("*.yaml")):
         load_config(path, environ={})
+
+
+CONFIGMAP = """# the daemon's config
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: aiops-config
+data:
+  config.yaml: |
+    dry_run: true
+    targets:
+      - name: a
+        deployment: d
+        max_replicas: {max_replicas}
+"""
+
+
+def test_a_configmap_manifest_is_checked_as_the_config_it_holds() -> None:
+    cfg = parse_config(CONFIGMAP.format(max_replicas=4), source="cm.yaml", environ={})
+    assert cfg.targets[0].max_replicas == 4 and cfg.dry_run is True
+    # Lines are the manifest's: max_replicas sits on its line 12.
+    with pytest.raises(InputError, match=r"cm.yaml, line 12: .*max_replicas.*whole number"):
+        parse_config(CONFIGMAP.format(max_replicas="many"), source="cm.yaml", environ={})
+
+
+def test_a_configmap_without_one_yaml_key_says_what_it_needs() -> None:
+    two = CONFIGMAP.format(max_replicas=4) + "  other.yaml: |\n    x: 1\n"
+    with pytest.raises(InputError, match=r"ConfigMap.*one \*\.yaml data key.*config.yaml, "
+                                         r"other.yaml"):
+        parse_config(two, source="cm.yaml", environ={})
+
+
+def test_the_shipped_configmap_validates_with_its_own_lines() -> None:
+    path = Path(__file__).resolve().parents[1] / "deploy" / "base" / "configmap.yaml"
+    bad = path.read_text().replace("policy: predictive", "policy: 7", 1)
+    line = next(i for i, text in enumerate(bad.splitlines(), 1) if "policy: 7" in text)
+    with pytest.raises(InputError, match=rf"line {line}: .*policy"):
+        parse_config(bad, source=str(path), environ={})

@@ -76,7 +76,7 @@ def test_without_detection_these_faults_scale_down_blind(
              for e in FAULTS for label, (_, without) in [(e.label, fault_runs[e.label])]}
     # faults that look like less load, or that hide the load: the policy alone follows them
     for label in ("flatline:requests_running", "flatline:kv_cache_usage",
-                  "unit_change:arrival_rate", "nan_inf:kv_cache_usage"):
+                  "stale_series", "nan_inf:kv_cache_usage"):
         assert blind[label] > 0, blind
 
 

@@ -262,7 +262,9 @@ def standard_events(duration: float, onset: float, *, fault_s: float = 900.0,
 
     Telemetry faults last ``fault_s`` (the counter-reset artefact one rate window, the
     stale series its five minutes then nothing, a renamed metric until the end); real
-    changes ``change_s`` (a level shift until the end; a drift over an hour).
+    changes ``change_s`` (a level shift until the end; a drift over an hour). The stuck
+    queue comes with a tenfold surge: a fleet kept with spare capacity absorbs a fivefold one
+    with a queue of a few requests, and a queue stuck near empty is then no fault that matters.
     """
     rest = max(duration - onset, 60.0)
     f = min(fault_s, rest)
@@ -279,7 +281,7 @@ def standard_events(duration: float, onset: float, *, fault_s: float = 900.0,
         Fault("unit_change", onset, f, metric="ttft_p99", factor=1000.0),
         Fault("nan_inf", onset, min(600.0, f), metric="kv_cache_usage"),
         Fault("renamed_metric", onset, rest, metric="requests_waiting"),
-        Fault("queue_stuck", onset, f, metric="requests_waiting", factor=5.0),
+        Fault("queue_stuck", onset, f, metric="requests_waiting", factor=10.0),
         Fault("surge", onset, c, factor=2.0),
         Fault("surge", onset, c, factor=5.0),
         Fault("surge", onset, c, factor=10.0),
