@@ -148,7 +148,10 @@ def speed_here(longest: Path) -> dict[str, Any]:
 def speed_on(checkout: Path, longest: Path) -> dict[str, Any]:
     """:func:`speed_here` on another aiops checkout, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run([sys.executable, __file__, "--speed-worker", str(longest)], env=env,
+    # Absolute: the worker runs in the other checkout, where a relative data path means
+    # something else.
+    out = subprocess.run([sys.executable, __file__, "--speed-worker", str(longest.resolve())],
+                         env=env,
                          cwd=checkout, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
