@@ -59,7 +59,9 @@ from aiops.detect.scenarios import (  # noqa: E402
     scenarios_for,
     score_event,
 )
+from aiops.errors import InputError  # noqa: E402
 from aiops.sim.workloads import Workload, resolve_stream, resolve_workload  # noqa: E402
+from aiops.train.evaluate import parse_eval_spec  # noqa: E402
 from aiops.units import parse_duration  # noqa: E402
 
 FROZEN_GOAL = 0.01  # at most 1% of real-load-change ticks frozen
@@ -82,18 +84,11 @@ GAP_BIN_S = 600.0
 
 
 def split_scale(spec: str) -> tuple[str, float]:
-    """``SPEC@0.03`` -> (SPEC, 0.03); no ``@``: scale 1."""
-    head, at, tail = spec.rpartition("@")
-    if not at:
-        return spec, 1.0
+    """``SPEC@0.03`` -> (SPEC, 0.03); no ``@``: scale 1 (the evaluation harness's syntax)."""
     try:
-        scale = float(tail)
-    except ValueError:
-        raise SystemExit(f"error: --workload {spec!r}: the rate scale after @ must be a "
-                         "number, e.g. servegen:DIR@0.03") from None
-    if not (scale > 0 and math.isfinite(scale)):
-        raise SystemExit(f"error: --workload {spec!r}: the rate scale must be > 0")
-    return head, scale
+        return parse_eval_spec(spec)
+    except InputError as err:
+        raise SystemExit(f"error: --workload: {err}") from None
 
 
 def window_starts(rate: np.ndarray, bin_s: float, span: float, duration: float,
