@@ -67,6 +67,7 @@ def test_same_seed_same_figures() -> None:
         (["--profile", "nope"], "unknown profile"),
         (["--duration", "soon"], "not a duration"),
         (["--workload", "/no/such/file.csv"], "file.csv"),
+        (["--routing", "random"], "--routing must be one of least-outstanding"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
@@ -110,3 +111,29 @@ def test_simulate_reports_attainment_over_feasible_requests(tmp_path: Path) -> N
     assert r["infeasible_requests"] == 2
     assert r["slo_attainment_feasible"] == 1.0
     assert r["slo_attainment"] == pytest.approx(58 / 60, abs=1e-5)
+
+
+def test_routing_changes_only_how_requests_are_spread(tmp_path: Path) -> None:
+    """Vidur's router (least waiting, ties to the first replica) leaves the light load on one
+    replica; the default least-outstanding router spreads it, so per-request latency differs
+    on the same fixed fleet while the requests and the GPU-hours do not."""
+    rows = {}
+    for routing in ("least-outstanding", "least-waiting"):
+        out = tmp_path / f"{routing}.json"
+        res = CliRunner().invoke(app, ["simulate", "--workload", "synthetic:steady",
+                                       "--duration", "10m", "--policy", "static:replicas=4",
+                                       "--routing", routing, "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        rows[routing] = json.loads(out.read_text())["results"]["static:replicas=4"]
+    a, b = rows["least-outstanding"], rows["least-waiting"]
+    assert a["requests"] == b["requests"] and a["gpu_hours"] == b["gpu_hours"]
+    assert a["tpot_p99_s"] != b["tpot_p99_s"]
+
+
+def test_a_fixed_fleet_is_ready_from_the_start() -> None:
+    """A fixed fleet never waits for a cold start: its replicas serve from the first
+    decision, and no scale-up is counted."""
+    wl = synthetic("steady", seed=1, duration=1800.0)
+    out = compare_policies(wl, PROFILE, ["static:replicas=5"]).outputs["static:replicas=5"]
+    assert out.result.scale_ups == 0
+    assert out.timeline.ready[0] == 5 and (out.timeline.ready == 5).all()
