@@ -68,6 +68,7 @@ def test_same_seed_same_figures() -> None:
         (["--duration", "soon"], "not a duration"),
         (["--workload", "/no/such/file.csv"], "file.csv"),
         (["--routing", "random"], "--routing must be one of least-outstanding"),
+        (["--forecast-model", "crystal-ball"], "--forecast-model: unknown forecaster"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str) -> None:

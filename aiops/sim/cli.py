@@ -26,6 +26,7 @@ EXAMPLES = """Examples:
   aiops simulate --workload trace.csv --rate-scale 5 --duration 2h --json r.json
 
   aiops simulate --workload servegen:m-small:start=7d --rate-scale 0.1 --duration 7d
+      --forecast-model naive
 
   aiops simulate --workload azure-code-30m.csv --routing least-waiting
       --policy static:replicas=2 --policy static:replicas=4
@@ -55,6 +56,11 @@ def simulate(
     interval: Annotated[str, typer.Option(
         help="Time between decisions: seconds or 15s, 1m.")] = "15s",
     max_replicas: Annotated[int, typer.Option(help="Upper bound for every policy.")] = 64,
+    forecast_model: Annotated[str, typer.Option(
+        help="Forecaster for forecast-driven policies, refitted every 30 minutes on the "
+             "run's own past (see 'aiops forecast models'). auto backtests its candidates at "
+             "every refit: for replays of days, naive or seasonal_naive is minutes faster.")
+    ] = "auto",
     routing: Annotated[str | None, typer.Option(
         help="How the gateway spreads requests over replicas: least-outstanding, "
              "least-waiting or round-robin.", show_default="the profile's")] = None,
@@ -73,6 +79,7 @@ def simulate(
 
     from aiops.cli import check_output_file, duration_option, fail_input
     from aiops.errors import InputError
+    from aiops.forecast.base import available_forecasters
     from aiops.sim.profiles import ROUTINGS, load_profile
     from aiops.sim.runner import compare_policies
     from aiops.sim.workloads import resolve_source
@@ -92,6 +99,9 @@ def simulate(
         if json_out is not None:
             check_output_file(json_out, "--json")
         prof = load_profile(profile)
+        if forecast_model not in available_forecasters():
+            raise InputError(f"--forecast-model: unknown forecaster {forecast_model!r}; "
+                             f"known: {', '.join(available_forecasters())}")
         if routing is not None:
             if routing not in ROUTINGS:
                 raise InputError(f"--routing must be one of {', '.join(ROUTINGS)}, "
@@ -110,7 +120,8 @@ def simulate(
                     progress.update(tasks[name], completed=min(t, wl.duration))
 
             comparison = compare_policies(wl, prof, specs, interval_s=interval_s,
-                                          max_replicas=max_replicas, on_step=on_step)
+                                          max_replicas=max_replicas, on_step=on_step,
+                                          forecast_model=forecast_model)
     except InputError as err:
         fail_input(err)
         return
