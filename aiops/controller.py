@@ -45,6 +45,7 @@ from aiops.errors import (
     PermanentError,
     TransientError,
 )
+from aiops.forecast.steps import StepAverager
 from aiops.guardrails import GuardInput, GuardrailState, apply_guardrails
 from aiops.ingest.base import MetricSource
 from aiops.policy.base import Policy, PolicyContext, PolicyInput, PolicySpec
@@ -99,18 +100,13 @@ class TargetRuntime:
     policy: Policy[Any]
     policy_name: str
     policy_state: Any
+    history: StepAverager  # load at the forecaster's resolution, completed steps only
     fallback_reason: str | None = None
     guard_state: GuardrailState = field(default_factory=GuardrailState)
     state_loaded: bool = False
     monitor: AnomalyMonitor | None = None
     forecaster: LoadForecaster | None = None
     forecaster_fitted: bool = False
-    # Load history at the forecaster's resolution (forecast.step_s), completed steps only.
-    rate_times: list[float] = field(default_factory=list)
-    rate_values: list[float] = field(default_factory=list)
-    open_step: int = -1  # index of the step being accumulated
-    open_sum: float = 0.0
-    open_count: int = 0
     history_loaded: bool = False
     pending_forecasts: list[tuple[float, float]] = field(default_factory=list)
     last_state: TargetState | None = None
@@ -183,6 +179,8 @@ class Controller:
                 policy_state=policy.initial_state(), fallback_reason=reason,
                 monitor=monitor_factory(t) if monitor_factory else None,
                 forecaster=forecaster_factory(t) if forecaster_factory else None,
+                history=StepAverager(config.forecast.step_s, int(
+                    config.forecast.history_s / config.forecast.step_s)),
             )
 
     # ------------------------------------------------------------------ ticks
@@ -349,7 +347,7 @@ class Controller:
             return None
         closed = None
         if not _untrusted(anomalies, "arrival_rate"):
-            closed = self._accumulate(rt, snap.time, rate)
+            closed = rt.history.add(snap.time, rate)
             self._score_past_forecast(rt, snap.time, rate)
         fc = rt.forecaster
         if fc is None or not rt.forecaster_fitted:
@@ -379,29 +377,6 @@ class Controller:
                                      float(forecast.mean[k])))
         return forecast
 
-    def _accumulate(self, rt: TargetRuntime, t: float, rate: float) -> tuple[float, float] | None:
-        """Average tick rates into forecast steps; returns the step just completed, if any.
-
-        Forecasters work at ``forecast.step_s`` (a minute by default), not at the tick: a
-        week of 15-s ticks is 40,000 points, too many to refit on every hour.
-        """
-        step = self.config.forecast.step_s
-        idx = int(t // step)
-        closed = None
-        if rt.open_step >= 0 and idx != rt.open_step and rt.open_count:
-            closed = ((rt.open_step + 1) * step, rt.open_sum / rt.open_count)
-            rt.rate_times.append(closed[0])
-            rt.rate_values.append(closed[1])
-            keep = int(self.config.forecast.history_s / step)
-            if len(rt.rate_times) > keep:
-                del rt.rate_times[:-keep]
-                del rt.rate_values[:-keep]
-        if idx != rt.open_step:
-            rt.open_step, rt.open_sum, rt.open_count = idx, 0.0, 0
-        rt.open_sum += rate
-        rt.open_count += 1
-        return closed
-
     def _score_past_forecast(self, rt: TargetRuntime, now: float, rate: float) -> None:
         due = [p for p in rt.pending_forecasts if p[0] <= now]
         if not due:
@@ -428,15 +403,14 @@ class Controller:
                     t, v = self.source.load_history(rt.cfg, now - self.config.forecast.history_s,
                                                     now, step)
                     # Gaps stay NaN: the forecaster fills short ones and refuses long ones.
-                    if int(np.isfinite(v).sum()) > len(rt.rate_times):
-                        rt.rate_times = [float(x) for x in t]
-                        rt.rate_values = [float(x) for x in v]
+                    if int(np.isfinite(v).sum()) > len(rt.history.times):
+                        rt.history.replace([float(x) for x in t], [float(x) for x in v])
                 except Exception as exc:
                     self._count(rt, exc, "loading load history")
             try:
-                if len(rt.rate_times) < 8:
+                if len(rt.history.times) < 8:
                     continue
-                rt.forecaster.fit(np.array(rt.rate_times), np.array(rt.rate_values))
+                rt.forecaster.fit(np.array(rt.history.times), np.array(rt.history.values))
                 rt.forecaster_fitted = True
             except Exception as exc:
                 self._count(rt, exc, "forecaster fit")

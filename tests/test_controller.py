@@ -335,7 +335,7 @@ def test_an_arrival_rate_called_bad_telemetry_never_reaches_the_forecast_history
                      Telemetry(CollectorRegistry()), monitor_factory=lambda t: Monitor())
     run_ticks(ctl, clock, 60)
     rt = ctl.runtimes["a"]
-    history = dict(zip(rt.rate_times, rt.rate_values, strict=True))
+    history = dict(zip(rt.history.times, rt.history.values, strict=True))
     assert max(history.values()) < 500  # the thousandfold rates were never recorded
     assert not any(300 < t <= 600 for t in history)  # the fault's minutes are left out
     assert {240.0, 660.0} <= set(history)  # before and after, the load is recorded

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from aiops.forecast.steps import StepAverager
 from aiops.types import FloatArray, Forecast, Snapshot
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,13 @@ class ScheduledForecast:
 
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
-        self.keep = max(int(schedule.history_s / schedule.step_s), schedule.min_points)
-        self.times: list[float] = []
-        self.values: list[float] = []
+        keep = max(int(schedule.history_s / schedule.step_s), schedule.min_points)
+        self.history = StepAverager(schedule.step_s, keep)
         self.fits = 0
         self.fit_times: list[float] = []
         self.failures: list[str] = []
         self.failure_count = 0
         self.first_fit_failed = False
-        self._open = -1
-        self._sum = 0.0
-        self._count = 0
         self._next_fit = -math.inf
         self._fc: Any = None
         self._cached: Forecast | None = None
@@ -95,12 +92,12 @@ class ScheduledForecast:
 
     def fit_due(self, t: float) -> bool:
         """Whether a decision at ``t`` (after its rate is observed) refits."""
-        return len(self.times) >= self.schedule.min_points and t >= self._next_fit
+        return len(self.history.times) >= self.schedule.min_points and t >= self._next_fit
 
     def observe(self, t: float, rate: float) -> bool:
         """Take a decision's rate, fit nothing; True when this decision would have refitted."""
         if math.isfinite(rate):
-            self._accumulate(t, rate)
+            self.history.add(t, rate)
         if self.fit_due(t):
             self._next_fit = t + self.schedule.refit_s
             return True
@@ -108,7 +105,7 @@ class ScheduledForecast:
 
     def step(self, t: float, rate: float) -> Forecast | None:
         """The forecast the policy sees at the decision at ``t``, after observing ``rate``."""
-        closed = self._accumulate(t, rate) if math.isfinite(rate) else None
+        closed = self.history.add(t, rate) if math.isfinite(rate) else None
         refitted = False
         if self.fit_due(t):
             refitted = self._refit(t)
@@ -130,31 +127,13 @@ class ScheduledForecast:
                 self._cached = None
         return self._cached
 
-    def _accumulate(self, t: float, rate: float) -> tuple[float, float] | None:
-        """Average rates into steps; the step just completed (its end time, mean), if any."""
-        step = self.schedule.step_s
-        idx = int(t // step)
-        closed = None
-        if self._open >= 0 and idx != self._open and self._count:
-            closed = ((self._open + 1) * step, self._sum / self._count)
-            self.times.append(closed[0])
-            self.values.append(closed[1])
-            if len(self.times) > self.keep:
-                del self.times[:-self.keep]
-                del self.values[:-self.keep]
-        if idx != self._open:
-            self._open, self._sum, self._count = idx, 0.0, 0
-        self._sum += rate
-        self._count += 1
-        return closed
-
     def _refit(self, t: float) -> bool:
         from aiops.forecast.base import make_from_spec
 
         self._next_fit = t + self.schedule.refit_s
         try:
-            fc = make_from_spec(self.schedule.model).fit(np.array(self.times),
-                                                          np.array(self.values))
+            fc = make_from_spec(self.schedule.model).fit(np.array(self.history.times),
+                                                          np.array(self.history.values))
         except Exception as exc:  # keep the previous model, as the daemon does
             self._fail(t, exc)
             if self.fits == 0:
