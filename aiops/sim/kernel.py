@@ -371,6 +371,22 @@ def _queue_pop(ri: np.ndarray, rq: np.ndarray, r: int, slot_mask: int) -> int:
     return int(rid)
 
 
+@_compiled(inline=True)
+def _admit(ri: np.ndarray, rq: np.ndarray, rf: np.ndarray, rr: np.ndarray, st: np.ndarray,
+           pfl: np.ndarray, r: int, mask: int, chunk: float, kv: float) -> None:
+    """Move replica ``r``'s queue head into prefill with ``chunk`` tokens this iteration,
+    reserving ``kv`` KV tokens (its whole remaining prompt): both schedulers admit so."""
+    rid = _queue_pop(ri, rq, r, mask)
+    s = rid & mask
+    rq[s, I_STATE] = S_PREFILL
+    rq[s, I_ORDER] = int(st[G_ORDER])
+    st[G_ORDER] += 1.0
+    pfl[r, ri[r, N_PF]] = rid
+    ri[r, N_PF] += 1
+    rf[s, F_SCHED] = chunk
+    rr[r, R_KVPF] += kv
+
+
 # ---------------------------------------------------------------- request completion
 
 
@@ -512,18 +528,11 @@ def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
             if need > free_kv - wm:
                 break
             c = min(need, left)
-            rid = _queue_pop(ri, rq, r, mask)
-            rq[s, I_STATE] = S_PREFILL
-            rq[s, I_ORDER] = int(st[G_ORDER])
-            st[G_ORDER] += 1.0
-            pfl[r, ri[r, N_PF]] = rid
-            ri[r, N_PF] += 1
-            rf[s, F_SCHED] = c
+            _admit(ri, rq, rf, rr, st, pfl, r, mask, c, need)  # the whole prompt's KV
             attn += chunk_time(pf, c, rf[s, F_DONEP])
             prefill_tokens += c
             left -= c
             free_kv -= need
-            rr[r, R_KVPF] += need  # the whole prompt's KV is reserved at admission
             if rf[s, F_DONEP] + c >= rf[s, F_PTOT]:
                 emitting += 1.0
     else:
@@ -535,18 +544,11 @@ def schedule(rf: np.ndarray, rq: np.ndarray, rr: np.ndarray, ri: np.ndarray,
             c = rf[s, F_PTOT] - rf[s, F_DONEP]
             if c > free_kv - wm or (c > left and not first):
                 break
-            rid = _queue_pop(ri, rq, r, mask)
-            rq[s, I_STATE] = S_PREFILL
-            rq[s, I_ORDER] = int(st[G_ORDER])
-            st[G_ORDER] += 1.0
-            pfl[r, ri[r, N_PF]] = rid
-            ri[r, N_PF] += 1
-            rf[s, F_SCHED] = c
+            _admit(ri, rq, rf, rr, st, pfl, r, mask, c, c)
             attn += chunk_time(pf, c, rf[s, F_DONEP])
             prefill_tokens += c
             left -= c
             free_kv -= c
-            rr[r, R_KVPF] += c
             emitting += 1.0
             first = False
         if prefill_tokens > 0.0:
