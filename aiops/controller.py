@@ -166,9 +166,14 @@ class Controller:
                 batch_sizes=t.batch_sizes, interval_s=config.daemon.interval_s,
                 cold_start_s=profile.cold_start_s,
                 replica_capacity_rps=profile.replica_capacity_rps(
-                    profile.default_batch_size, 600.0, 150.0, tpot_slo=t.slo.tpot_s),
+                    profile.default_batch_size, 600.0, 150.0, ttft_slo=t.slo.ttft_s,
+                    tpot_slo=t.slo.tpot_s),
                 ttft_slo_s=t.slo.ttft_s, tpot_slo_s=t.slo.tpot_s,
                 max_batch_for_tpot=profile.max_batch_for_tpot(t.slo.tpot_s, 675.0),
+                # The fixed capacity above assumes a mix; the planner corrects it with the
+                # mix vLLM's token counters show.
+                capacity_for=profile.capacity_fn(profile.default_batch_size,
+                                                 ttft_slo=t.slo.ttft_s, tpot_slo=t.slo.tpot_s),
             )
             policy, name, reason = build_policy(t, context, policy_extras)
             if reason:

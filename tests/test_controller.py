@@ -356,3 +356,19 @@ def test_a_failing_anomaly_detector_vouches_for_nothing_so_nothing_scales_down()
     assert all(d.replicas >= d.previous_replicas for d in decisions)
     assert any("unverified_telemetry" in d.rules for d in decisions)  # held, and said so
     assert metric(tel, "aiops_errors_total", target="a", kind="internal") == 20
+
+
+def test_the_daemon_plans_with_the_capacity_of_the_mix_the_service_sends() -> None:
+    # The fixed capacity assumes 600/150 tokens; a service of long prompts gets less per
+    # replica, measured on the target's profile and SLO, and the plan says so.
+    cfg = make_config(target_yaml("a"))
+    ctl, _, _, _ = build(cfg)
+    rt = ctl.runtimes["a"]
+    ctx = rt.context
+    assert ctx.capacity_for is not None
+    slo = rt.cfg.slo
+    long_mix = ctx.capacity_for(3000.0, 150.0)
+    assert long_mix == rt.profile.replica_capacity_rps(
+        rt.profile.default_batch_size, 3000.0, 150.0, ttft_slo=slo.ttft_s,
+        tpot_slo=slo.tpot_s)
+    assert long_mix < ctx.replica_capacity_rps / 2

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from aiops.errors import InputError
 from aiops.policy.base import PolicyContext, PolicyInput, PolicySpec
-from aiops.policy.predictive import DEFAULTS, PredictivePolicy, PredictiveState, window_load
+from aiops.policy.predictive import (
+    DEFAULTS,
+    MIX_RESOLUTION,
+    MIX_TRUST,
+    PredictivePolicy,
+    PredictiveState,
+    window_load,
+)
 from aiops.types import Forecast, Snapshot
 
 CTX = PolicyContext(min_replicas=1, max_replicas=64, interval_s=15.0, cold_start_s=90.0,
@@ -21,12 +28,13 @@ CTX = PolicyContext(min_replicas=1, max_replicas=64, interval_s=15.0, cold_start
 
 
 def snap(t: float, replicas: int, rate: float = 8.0, attainment: float = math.nan,
-         finished: float = 0.0, ready: int | None = None) -> Snapshot:
+         finished: float = 0.0, ready: int | None = None, prompt: float = 600.0,
+         generated: float = 150.0) -> Snapshot:
     return Snapshot(time=t, replicas=replicas,
                     ready_replicas=replicas if ready is None else ready, batch_size=64,
                     requests_running=10.0, requests_waiting=0.0, kv_cache_usage=0.3,
-                    arrival_rate=rate, prompt_tokens_rate=600.0 * rate,
-                    generation_tokens_rate=150.0 * rate, slo_attainment=attainment,
+                    arrival_rate=rate, prompt_tokens_rate=prompt * rate,
+                    generation_tokens_rate=generated * rate, slo_attainment=attainment,
                     requests_finished=finished)
 
 
@@ -151,8 +159,8 @@ def closed_loop_attainment(p: PredictivePolicy, days: float) -> float:
         t = CTX.interval_s * i
         n = 80.0 + 50.0 * math.sin(2 * math.pi * t / 86_400)
         a = 1.0 - 0.1 * math.exp(-state.spare / 2.0) * (n / 80.0) ** 2
-        rec, state = p.decide(PolicyInput(snap(t, 4, rate=8.0, attainment=a, finished=n),
-                                          CTX), state)
+        _, state = p.decide(PolicyInput(snap(t, 4, rate=8.0, attainment=a, finished=n),
+                                        CTX), state)
         if i >= last_day:
             missed += (1.0 - a) * n
             finished += n
@@ -190,6 +198,63 @@ def test_the_spare_stays_within_its_bounds_and_relaxes_back() -> None:
     for i in range(600):  # 2.5 h: three of the leak's 50-minute time constants
         _, state = p.decide(PolicyInput(snap(10_000 + 15.0 * i, 4, rate=8.0), CTX), state)
     assert abs(state.spare - DEFAULTS["spare"]) < 0.2 * (3.0 - DEFAULTS["spare"])
+
+
+def work_capacity(prompt: float, generated: float) -> float:
+    """A stand-in for the measured capacity: 2 req/s at the context's 600/150 mix, inversely
+    proportional to the tokens a request brings."""
+    return 2.0 * 750.0 / (prompt + generated)
+
+
+MIX_CTX = dataclasses.replace(CTX, capacity_for=work_capacity)
+
+
+def plan_at_mix(prompt: float, generated: float, ctx: PolicyContext = MIX_CTX,
+                minutes: int = 20) -> int:
+    p = policy("predictive:burst_window=0", ctx)
+    state = p.initial_state()
+    for i in range(4 * minutes):
+        rec, state = p.decide(PolicyInput(snap(15.0 * i, 8, rate=20.0, prompt=prompt,
+                                               generated=generated), ctx), state)
+    return rec.replicas
+
+
+def test_the_capacity_follows_the_token_mix_the_service_sends() -> None:
+    at_reference = plan_at_mix(600.0, 150.0)
+    assert at_reference == staffed(20.0, DEFAULTS["spare"])
+    # Requests twice as long: half the capacity, less the measurement's resolution.
+    long = plan_at_mix(1350.0, 150.0)
+    assert long > at_reference
+    assert long == staffed(20.0, DEFAULTS["spare"], cap=2.0 / 2.0 * (1 + MIX_RESOLUTION))
+    # Short chats: fewer replicas.
+    assert plan_at_mix(200.0, 50.0) < at_reference
+    # Without a capacity per mix the fixed capacity plans, whatever the mix.
+    assert plan_at_mix(1350.0, 150.0, ctx=CTX) == at_reference
+
+
+def capacity_at_mix(prompt: float, generated: float) -> float:
+    p = policy("predictive", MIX_CTX)
+    state = p.initial_state()
+    for i in range(80):
+        rec, state = p.decide(PolicyInput(snap(15.0 * i, 8, rate=20.0, prompt=prompt,
+                                               generated=generated), MIX_CTX), state)
+    return rec.details["capacity_rps"]
+
+
+def test_a_mix_within_the_measurements_resolution_does_not_move_the_plan() -> None:
+    assert capacity_at_mix(600.0, 150.0) == 2.0
+    assert capacity_at_mix(640.0, 150.0) == 2.0  # 5 % more tokens
+    assert capacity_at_mix(560.0, 150.0) == 2.0
+    # Beyond it the capacity moves continuously: 20 % more tokens, 10 % less capacity.
+    assert capacity_at_mix(750.0, 150.0) == pytest.approx(2.0 / 1.2 * 1.1)
+
+
+def test_a_broken_token_counter_moves_the_capacity_no_more_than_a_bounded_factor() -> None:
+    # A token counter read in the wrong unit (x1000): the plan grows, but by a bounded
+    # factor, not to the fleet's maximum.
+    broken = plan_at_mix(600_000.0, 150.0)
+    assert broken == staffed(20.0, DEFAULTS["spare"], cap=2.0 / MIX_TRUST)
+    assert broken < CTX.max_replicas
 
 
 def test_the_plan_scales_down_only_after_a_cold_start() -> None:

@@ -9,7 +9,7 @@ in an annotation to survive a restart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -37,6 +37,11 @@ class PolicyContext:
     tpot_slo_s: float = 0.05  # time per output token objective, seconds
     # The largest batch whose full decode step meets the TPOT objective (0 = unknown).
     max_batch_for_tpot: int = 0
+    # Requests/s one replica sustains at the SLO for a request mix given as (mean prompt
+    # tokens, mean generated tokens): a replica serves three times as many short chats as
+    # long summaries, and a service's mix moves over a week. None when only the fixed
+    # ``replica_capacity_rps`` (measured at one mix) is known.
+    capacity_for: Callable[[float, float], float] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,18 @@ The plan, each decision:
      kept for the bursts the service has shown it has. The window decides how long a burst
      is remembered; two hours carry it across a daily cycle's shoulder without holding a
      morning's burst through the night.
-2. **Offered load in replicas**, ``R = load / capacity``, with ``context.replica_capacity_rps``
-   the rate one replica sustains at the SLO for the request mix, measured on the calibrated
-   simulator (:mod:`aiops.sim.capacity`).
+2. **Offered load in replicas**, ``R = load / capacity``, with the capacity the rate one
+   replica sustains at the SLO for the request mix, measured on the calibrated simulator
+   (:mod:`aiops.sim.capacity`). The mix is the one the service is sending now: the mean
+   prompt and output tokens per request over the last ``MIX_WINDOW_S``, from the token
+   counters (``context.capacity_for``). A replica serves three times as many short chats as
+   long summaries, and over a week a service's mix moves that much; planning with one
+   fixed capacity would leave the spare to make up a factor of two, which it does slowly
+   and then keeps too long. Bursts are remembered in replicas of load at the mix they came
+   with. Only the part of the difference from the fixed ``replica_capacity_rps`` beyond
+   the measurement's resolution (``MIX_RESOLUTION``) is acted on, and no more than a factor
+   ``MIX_TRUST`` either way: a mean that far out is likelier a broken token counter than a
+   new service.
 3. **Replicas** ``N = ceil(R + spare * sqrt(R))``: square-root staffing (Halfin and Whitt).
    Random arrivals make the load a replica pool must absorb grow as ``R`` plus fluctuations
    of order ``sqrt(R)``, so the spare grows with the square root of the load: a small fleet
@@ -102,6 +111,22 @@ hours, while the fast spare has long since dealt with the burst itself."""
 
 PARAMS = frozenset({*DEFAULTS, "down_window"})
 
+MIX_WINDOW_S = 300.0
+"""Time constant of the request mix the capacity is looked up at: five minutes hold
+hundreds of requests even at a few per second, so one long prompt does not move the plan,
+and a client that changes what it sends is followed within minutes."""
+
+MIX_TRUST = 4.0
+"""How far the mix's capacity may stray from the fixed one, as a factor either way."""
+
+MIX_RESOLUTION = 0.1
+"""Relative differences between the mix's capacity and the fixed one that are not acted on:
+the measurement's own resolution (its bisection stops within 2 %, and it is cached per mix
+rounded to two significant digits, a step of up to 5 %). Acting on them would make a steady
+mix's plan jitter by a replica, and a plan that dips at the wrong minute costs SLO that the
+minute it rises does not give back; beyond it, only the excess counts, so the capacity
+moves continuously with the mix."""
+
 MEAN_LOAD_S = 86_400.0
 """Time constant of the mean requests per tick the base's steps are measured against: a day,
 so that a peak hour's tick weighs more than a night's and the integral counts requests."""
@@ -118,8 +143,9 @@ class PredictiveState:
     ``spare`` is the learnt square-root spare and ``base`` the value it relaxes to;
     ``missed`` and ``finished`` are the decayed request counts of the controller's horizon;
     ``mean_finished`` the day-long mean of requests finished per tick (negative before the
-    first); ``rates`` the observed rates of the burst
-    window; ``smoothed`` the smoothed rate (negative before the first observation);
+    first); ``loads`` the observed loads of the burst window, in replicas; ``mix`` the
+    smoothed (requests/s, prompt tokens/s, generated tokens/s) (negative before the first);
+    ``smoothed`` the smoothed rate (negative before the first observation);
     ``plans`` the (time, replicas) plans of the scale-down window.
     """
 
@@ -128,7 +154,8 @@ class PredictiveState:
     mean_finished: float = -1.0
     missed: float = 0.0
     finished: float = 0.0
-    rates: tuple[tuple[float, float], ...] = ()
+    loads: tuple[tuple[float, float], ...] = ()
+    mix: tuple[float, float, float] = (-1.0, 0.0, 0.0)
     smoothed: float = -1.0
     plans: tuple[tuple[float, int], ...] = ()
 
@@ -244,6 +271,32 @@ class PredictivePolicy:
                                    missed=missed, finished=finished)
 
     # ------------------------------------------------------------------ the plan
+    @staticmethod
+    def _mix(snap_rate: float, prompt: float, generated: float,
+             mix: tuple[float, float, float], interval_s: float) -> tuple[float, float, float]:
+        """The smoothed (requests/s, prompt tokens/s, generated tokens/s) after this tick."""
+        if not (math.isfinite(snap_rate) and math.isfinite(prompt) and math.isfinite(generated)
+                and snap_rate > 0 and prompt >= 0 and generated >= 0):
+            return mix
+        if mix[0] < 0:
+            return snap_rate, prompt, generated
+        a = 1.0 - math.exp(-interval_s / MIX_WINDOW_S)
+        return (mix[0] + a * (snap_rate - mix[0]), mix[1] + a * (prompt - mix[1]),
+                mix[2] + a * (generated - mix[2]))
+
+    @staticmethod
+    def _capacity(ctx: PolicyContext, mix: tuple[float, float, float]) -> float:
+        """Requests/s per replica at the mix seen, else the context's fixed capacity."""
+        fixed = ctx.replica_capacity_rps
+        if ctx.capacity_for is None or mix[0] <= 0 or not fixed > 0:
+            return fixed
+        cap = ctx.capacity_for(mix[1] / mix[0], mix[2] / mix[0])
+        if not (math.isfinite(cap) and cap > 0):
+            return fixed
+        off = math.log(cap / fixed)
+        off = math.copysign(max(abs(off) - math.log1p(MIX_RESOLUTION), 0.0), off)
+        return fixed * min(max(math.exp(off), 1.0 / MIX_TRUST), MIX_TRUST)
+
     def decide(self, inp: PolicyInput, state: PredictiveState
                ) -> tuple[Recommendation, PredictiveState]:
         p = self.params
@@ -259,43 +312,50 @@ class PredictivePolicy:
             alpha = 1.0 - math.exp(-ctx.interval_s / p["smoothing"]) if p["smoothing"] > 0 \
                 else 1.0
             smoothed = observed if smoothed < 0 else smoothed + alpha * (observed - smoothed)
-        rates = (*((t, r) for t, r in state.rates if now - t < p["burst_window"]),
-                 *(((now, observed),) if math.isfinite(observed) else ()))
-        terms: dict[str, float] = {}
-        if smoothed >= 0:
-            terms["observed"] = smoothed
-        if rates:
-            terms["bursts"] = float(np.quantile([r for _, r in rates], p["burst_quantile"]))
-        fc = inp.forecast
-        if fc is not None and p["quantile"] in fc.quantiles:
-            win = window_load(fc, now, ctx.cold_start_s, ctx.interval_s, p["quantile"])
-            if win is not None:
-                terms["forecast"] = win.load_rps
-        new_state = dataclasses.replace(learnt, rates=rates, smoothed=smoothed)
-        details: dict[str, float] = {f"load_{k}_rps": v for k, v in terms.items()}
-        details.update(spare=spare, base_spare=learnt.base, attainment=attained)
-        if not ctx.replica_capacity_rps > 0:
+        mix = self._mix(observed, snap.prompt_tokens_rate, snap.generation_tokens_rate,
+                        state.mix, ctx.interval_s)
+        cap = self._capacity(ctx, mix)
+        new_state = dataclasses.replace(learnt, smoothed=smoothed, mix=mix)
+        details: dict[str, float] = {}
+        if not cap > 0:
+            details.update(spare=spare, base_spare=learnt.base, attainment=attained)
             rec = Recommendation(snap.replicas, None,
                                  "predictive: per-replica capacity unknown, holding "
                                  f"{snap.replicas} replicas", details)
             return rec, new_state
+        loads = (*((t, r) for t, r in state.loads if now - t < p["burst_window"]),
+                 *(((now, observed / cap),) if math.isfinite(observed) else ()))
+        new_state = dataclasses.replace(new_state, loads=loads)
+        # Each term in replicas of load at today's mix (bursts at the mix they came with).
+        terms: dict[str, float] = {}
+        if smoothed >= 0:
+            terms["observed"] = smoothed / cap
+        if loads:
+            terms["bursts"] = float(np.quantile([r for _, r in loads], p["burst_quantile"]))
+        fc = inp.forecast
+        if fc is not None and p["quantile"] in fc.quantiles:
+            win = window_load(fc, now, ctx.cold_start_s, ctx.interval_s, p["quantile"])
+            if win is not None:
+                terms["forecast"] = win.load_rps / cap
+        details.update({f"load_{k}_rps": v * cap for k, v in terms.items()})
+        details.update(spare=spare, base_spare=learnt.base, attainment=attained)
         if not terms:
             rec = Recommendation(snap.replicas, None,
                                  "predictive: no load observed or forecast yet, holding "
                                  f"{snap.replicas} replicas", details)
             return rec, new_state
         which = max(terms, key=lambda k: terms[k])
-        load = terms[which]
-        offered = load / ctx.replica_capacity_rps
+        offered = terms[which]
+        load = offered * cap
         need = math.ceil(offered + spare * math.sqrt(offered) - 1e-9)
         planned = min(max(need, ctx.min_replicas), ctx.max_replicas)
         window = ctx.cold_start_s if self.down_window_s is None else self.down_window_s
         plans = (*((t, n) for t, n in state.plans if now - t < window), (now, planned))
         held = max(n for _, n in plans)
-        details.update(load_rps=load, capacity_rps=ctx.replica_capacity_rps,
+        details.update(load_rps=load, capacity_rps=cap,
                        offered_replicas=offered, planned_replicas=float(planned),
                        held_replicas=float(held))
-        reason = (f"predictive: {load:.2f} req/s ({which}) at {ctx.replica_capacity_rps:.2f} "
+        reason = (f"predictive: {load:.2f} req/s ({which}) at {cap:.2f} "
                   f"req/s per replica is {offered:.2f} replicas of load, plus spare "
                   f"{spare:.2f} x sqrt(load) -> {need}")
         if planned != need:

@@ -14,6 +14,7 @@ which requests could meet the SLO at all) uses the same timing function.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -276,6 +277,14 @@ class Profile:
 
         return replica_capacity_rps(self, batch, mean_context, mean_generated,
                                     ttft_slo=ttft_slo, tpot_slo=tpot_slo)
+
+    def capacity_fn(self, batch: int, *, ttft_slo: float = 0.5,
+                    tpot_slo: float = 0.05) -> Callable[[float, float], float]:
+        """:meth:`replica_capacity_rps` at this batch and SLO as a function of the mix
+        (mean prompt tokens, mean generated tokens): what a planner that watches the live
+        token mix asks (``PolicyContext.capacity_for``). Picklable, cached per mix."""
+        return functools.partial(self.replica_capacity_rps, batch, ttft_slo=ttft_slo,
+                                 tpot_slo=tpot_slo)
 
     def replicas_for(self, rate_rps: float, capacity_rps: float) -> int:
         return max(1, math.ceil(rate_rps / capacity_rps - 1e-9))

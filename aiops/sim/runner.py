@@ -83,6 +83,7 @@ def planning_context(
         ttft_slo_s=slo.ttft_s,
         tpot_slo_s=slo.tpot_s,
         max_batch_for_tpot=profile.max_batch_for_tpot(slo.tpot_s, ctx + 0.5 * gen),
+        capacity_for=profile.capacity_fn(batch, ttft_slo=slo.ttft_s, tpot_slo=slo.tpot_s),
     )
 
 
