@@ -423,6 +423,19 @@ def test_capacity_estimate_is_what_the_simulator_sustains() -> None:
     assert attainment(1.5 * 3 * cap) < 0.5
 
 
+def test_the_capacity_moves_continuously_with_the_mix() -> None:
+    """Near the TTFT limit capacity is steep; a planner that follows a live mix must not see
+    it jump where the cached measurements' rounding changes."""
+    def at(prompt: float) -> float:
+        return PROFILE.replica_capacity_rps(64, prompt, 28.0)
+
+    lo, hi = at(2000.0), at(2100.0)
+    assert hi < 0.8 * lo  # steep here: the case that matters
+    assert at(2050.0) == pytest.approx((lo + hi) / 2)  # between two measured mixes
+    assert abs(at(2099.9) - at(2100.1)) < 0.01 * hi  # either side of a boundary
+    assert abs(at(2049.9) - at(2050.1)) < 0.01 * hi  # where rounding once switched
+
+
 # ------------------------------------------------------------------ feasibility
 
 
