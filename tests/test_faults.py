@@ -153,6 +153,28 @@ def test_fault_models_change_what_the_daemon_reads() -> None:
     assert flat[6].prompt_tokens_rate == 500 * 16.0  # the other metrics keep moving
 
 
+def test_a_stale_series_is_refused_as_the_ingest_would_once_older_than_its_limit() -> None:
+    # the daemon's Prometheus source reads the samples' timestamps and raises
+    # StaleSampleError past prometheus.stale_after_s; values alone cannot tell a stopped
+    # scrape of an idle service from the idle service
+    from aiops.ingest.prometheus import StaleSampleError
+
+    n = 30
+    source = FaultySource(_Fixed([_snap(15.0 * k, 10.0 + k) for k in range(n)]),
+                          [Fault("stale_series", 45.0, 600.0)])
+    refused = []
+    for k in range(n):
+        try:
+            source.snapshot(None, 15.0 * k)  # type: ignore[arg-type]
+            refused.append(False)
+        except StaleSampleError:
+            refused.append(True)
+    age = [15.0 * k - 45.0 for k in range(n)]
+    assert refused == [120.0 < a < 300.0 for a in age]  # then the series is gone (NaN)
+    assert len(source.served) == n  # what Prometheus held is still recorded for the plots
+    assert math.isnan(source.served[-1].arrival_rate)
+
+
 def test_reshape_multiplies_the_rate_where_the_change_is(workload: Workload) -> None:
     surge = Fault("surge", 600.0, 600.0, factor=5.0)
     out = reshape(workload, [surge], seed=1)
