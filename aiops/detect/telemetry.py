@@ -23,6 +23,13 @@ Per-metric priors (the type of a metric says what it can do):
   ``frozen_p``. A value at a bound is no evidence (an empty queue, an idle service, every
   slot busy: states a metric rests in), nor is an optional metric (a latency quantile is
   constant whenever the batch is: the step time is).
+- **doubled**: a count gauge (sequences running, requests waiting) summed over pods that
+  each count twice is even on every tick; a live one is even about as often as this target
+  has shown (learned like the repeat rate, one half before anything is seen). A run of even
+  readings is judged by its probability like a run of repeats. Needs no traffic to speak
+  of: one sequence running is a reading.
+- **stuck at an idle value**: the arrival rate reading 0 on ``zero_ticks`` ticks while
+  prompts were prefilled on each, without moving in between.
 
 Cross-metric physics (log-ratios that load does not move):
 
@@ -45,12 +52,14 @@ Cross-metric physics (log-ratios that load does not move):
   ttft_p50 / 2`` (the mean time in system is at least the mean TTFT, at least half its
   median); broken while the queue metric stands still, the queue metric is stuck.
 
-Each ratio's normal band is learned from this target's own good ticks (its median and its
-0.5%/99.5% quantiles over the last ``window`` ticks). A tick beyond ``break_spread`` times
-the band's half-width is a break at once; beyond ``confirm_spread`` times it must be so on
-two ticks in a row (one odd scrape is noise, two are a fault). Ratios are judged only when
-both sides count enough events to be meaningful (``min_events``), so a quiet hour or an
-outage (everything at zero) is never a fault.
+Each ratio's normal band is learned from this target's own good ticks: its shape (median
+and 0.5%/99.5% quantiles) over the last ``window`` ticks, centred on the median of the
+latest ``min_points`` (the request mix wanders over hours; a telemetry fault is a step). A
+value beyond ``break_spread`` times the band's half-width is a break at once; beyond
+``confirm_spread`` times it must be so twice in a row (one odd scrape is noise, two are a
+fault). Ratios are judged only when both sides count enough events to be meaningful
+(``min_events``), so an outage (everything at zero) is never a fault; on a quiet service
+the sides are pooled over up to ``pool_ticks`` ticks until they do.
 
 Not finding a fault is not evidence that the numbers are live (the first tick of a stale
 scrape looks like a quiet one), and removing capacity needs evidence. So each tick also lists
@@ -59,16 +68,23 @@ of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``,
 beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
 latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
 a metric that has never had a value, a rate reading 0 while another counts requests or
-tokens. A ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears
-it (the ratio judged right again; the rate moving, or every rate and gauge at 0 together),
-so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
-guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
-alarm.
+tokens, count gauges even more often than chance allows (below ``hold_p``), a page on which
+no metric changed since the last tick (for ``still_s``: an idle service and a stopped
+scrape read the same until the ingest's freshness limit). A ratio off, or a rate read 0
+beside work, stays in doubt until the evidence clears it (the ratio judged right again; the
+rate moving, or every rate and gauge at 0 together, except for a rate already found stuck
+at 0: idle ticks read the same whether it is stuck or not), so a fault that shows only on
+busy ticks is not forgotten on the quiet ones between. The guardrails hold a scale-down on
+a tick with doubts (``unverified_telemetry``) and raise no alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
 starts learning afresh (a real change of the request mix, a new model version). Memory is
 fixed: a ring buffer per ratio and a few numbers per metric.
+
+What values cannot tell: a scrape that stops in the middle of an idle stretch serves the
+idle page it would serve anyway; the sample timestamps (read by the ingest) are what catch
+it. A scale-down decided then is on a page that was true when it was scraped.
 """
 
 from __future__ import annotations
@@ -234,6 +250,15 @@ class TelemetryChecks:
             for before its bound counts as broken (2: gauges read at one instant against a
             rate and a median over the window; a queue half drained within the window
             stays inside).
+        still_s: seconds an unchanged page stays a doubt (120: ``prometheus.stale_after_s``
+            by default; beyond it the ingest refuses a stopped scrape by its timestamps, and
+            a longer doubt would hold every real outage's scale-down).
+        zero_ticks: ticks the arrival rate may read 0 beside prefills before it is found
+            stuck (3: a request prefilled just after a scrape shows a tick late; three such
+            ticks with no arrival in between do not happen by chance).
+        pool_ticks: most ticks a ratio's sides are pooled over to count ``min_events``
+            (8: two minutes, within which a fault still shows on a service with a few
+            requests a minute).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
