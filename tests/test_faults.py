@@ -86,6 +86,22 @@ def test_most_faults_are_reported_within_two_ticks(
     assert float(np.median(ttd)) <= 2.0, ttd
 
 
+@pytest.mark.parametrize("onset", [1800.0, 2460.0])
+def test_a_doubled_scrape_on_a_quiet_service_is_caught_before_any_scale_down(
+        onset: float) -> None:
+    # a flash crowd at a tenth of its traffic: a few requests a tick and a few sequences
+    # running, too few for any ratio on one tick; without detection the policy scales down
+    # while every count reads twice what it is
+    quiet = resolve_workload("synthetic:flash-crowd", duration=DURATION, seed=0,
+                             rate_scale=0.1)
+    fault = Fault("double_scrape", onset, 720.0)
+    sc = Scenario(fault.label, quiet, (fault,))
+    assert score_event(run_scenario(sc, forecast=False, detect=False), fault).scale_downs > 0
+    score = score_event(run_scenario(sc, forecast=False), fault)
+    assert score.scale_downs == 0
+    assert score.ticks_to_detect <= 10
+
+
 @pytest.mark.parametrize("kind", ["surge", "drop_to_zero"])
 def test_a_real_load_change_is_followed_not_frozen(workload: Workload, kind: str) -> None:
     change = next(e for e in EVENTS if e.kind == kind)
