@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from fakes.vllm import traffic
 
 from aiops.detect.multivariate import VLLM_METRICS, Capacity
 from aiops.detect.telemetry import Finding, TelemetryChecks
@@ -21,34 +22,6 @@ ZERO_PAGE = {"arrival_rate": 0.0, "prompt_tokens_rate": 0.0, "generation_tokens_
              "requests_running": 0.0, "requests_waiting": 0.0, "kv_cache_usage": 0.0,
              "gpu_utilization": math.nan, "ttft_p99": math.nan, "tpot_p99": math.nan,
              "ttft_p50": math.nan}
-
-
-def traffic(n: int, *, rate: float = 10.0, seed: int = 0, kv_drift: float = 1.0,
-            integer_counts: bool = True) -> list[dict[str, float]]:
-    """``n`` ticks of a deployment at ``rate`` requests/s: tokens follow requests, running
-    follows Little's law (5 s in system), KV follows running (times a factor drifting
-    linearly to ``kv_drift``: a request mix whose sequences grow), nothing waits.
-    ``integer_counts=False`` reads the running sequences as a mean over the window (not an
-    integer), which takes the parity rule out of a test about the ratios."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        r = rate * (1 + rng.normal(0, 0.05))
-        running = float(rng.poisson(5 * r)) + (0.0 if integer_counts else 0.5)
-        drift = 1.0 + (kv_drift - 1.0) * k / max(n - 1, 1)
-        out.append({
-            "arrival_rate": r,
-            "prompt_tokens_rate": 500 * r * (1 + rng.normal(0, 0.05)),
-            "generation_tokens_rate": 200 * r * (1 + rng.normal(0, 0.05)),
-            "requests_running": running,
-            "requests_waiting": 0.0,
-            "kv_cache_usage": min(1.0, 0.0008 * drift * running * (1 + rng.normal(0, 0.05))),
-            "gpu_utilization": math.nan,
-            "ttft_p99": 0.5 * (1 + rng.normal(0, 0.05)),
-            "tpot_p99": 0.03 * (1 + rng.normal(0, 0.05)),
-            "ttft_p50": math.nan,
-        })
-    return out
 
 
 def feed(checks: TelemetryChecks, rows: list[dict[str, float]], start: int = 0,
