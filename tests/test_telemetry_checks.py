@@ -1,6 +1,6 @@
 """Telemetry checks that keep a scale-down from resting on numbers no one can vouch for.
 
-Each test drives ``TelemetryChecks`` (or the scorer around it) tick by tick with generated
+Each test drives ``TelemetryChecks`` tick by tick with generated
 traffic and names the rule it exercises: a rate stuck at an idle value, an unchanged page,
 counts that are always even, ratios pooled over quiet ticks, and a band centred on the
 latest good ticks.
