@@ -53,8 +53,9 @@ Cross-metric physics (log-ratios that load does not move):
   median); broken while the queue metric stands still, the queue metric is stuck.
 
 Each ratio's normal band is learned from this target's own good ticks: its shape (median
-and 0.5%/99.5% quantiles) over the last ``window`` ticks, centred on the median of the
-latest ``min_points`` (the request mix wanders over hours; a telemetry fault is a step). A
+and 0.5%/99.5% quantiles) over the last ``window`` ticks, for a two-sided ratio centred on
+the median of the latest ``min_points`` (the request mix wanders over hours; a telemetry
+fault is a step). A
 value beyond ``break_spread`` times the band's half-width is a break at once; beyond
 ``confirm_spread`` times it must be so twice in a row (one odd scrape is noise, two are a
 fault). Ratios are judged only when both sides count enough events to be meaningful
@@ -367,11 +368,11 @@ class TelemetryChecks:
         self._little(v, dt, found)
         self._zero_load(v, dt, found)
         self._unchanged(v, time)
-        self._parity(v, found)
+        self._parity(v, capacity, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
-        self._learn_parity(v, good)
+        self._learn_parity(v, capacity, good)
         self._learn_ttft(v, good)
         if good:  # nothing is learnt from a tick with a finding
             for k, x in ratios.items():
@@ -611,16 +612,22 @@ class TelemetryChecks:
         self.pool_ev[k] = 0.0
         self.pool_n[k] = 0
 
-    def _counts(self, v: FloatArray) -> list[tuple[int, float]]:
-        """``(index, value)`` of the count gauges read this tick as a count above 0."""
+    def _counts(self, v: FloatArray, cap: Capacity | None) -> list[tuple[int, float]]:
+        """``(index, value)`` of the count gauges read this tick as a count inside their
+        range: not 0 (even by nature), not every slot busy (the count is then the slots',
+        even whenever pods x batch size is)."""
         out = []
         for j, m in enumerate(_COUNT_METRICS):
-            x = values_of(v, self.names, m) if m in self.specs else math.nan
-            if math.isfinite(x) and x > 0 and x == round(x):
+            if m not in self.specs:
+                continue
+            i = self.names.index(m)
+            x = float(v[i])
+            if math.isfinite(x) and x == round(x) and not self._at_bound(i, x, cap):
                 out.append((j, x))
         return out
 
-    def _parity(self, v: FloatArray, found: dict[str, Finding]) -> None:
+    def _parity(self, v: FloatArray, cap: Capacity | None,
+                found: dict[str, Finding]) -> None:
         """Every pod counted twice (a doubled scrape) makes each count gauge even on every
         tick; a live sum of sequences is even about half the time. The run of even
         readings (0 reads as nothing) is judged like a run of repeats: its probability
@@ -629,7 +636,8 @@ class TelemetryChecks:
         ``frozen_p``. Needs no band and no traffic: one sequence running is a reading,
         which is what tells a doubled scrape on a quiet service, where the KV ratio counts
         too few sequences to judge."""
-        for j, x in self._counts(v):
+        read = self._counts(v, cap)
+        for j, x in read:
             if x % 2 == 0:
                 self.par_run[j] += 1
             else:
@@ -640,7 +648,9 @@ class TelemetryChecks:
             return
         runs = ", ".join(f"{m} {int(self.par_run[j])}" for j, m in enumerate(_COUNT_METRICS)
                          if self.par_run[j] > 0)
-        if log_p < self.frozen_log_p and "requests_running" not in found:
+        # a finding on a tick that read a count; between readings (an idle tick) the run
+        # stands unrefuted, a doubt
+        if log_p < self.frozen_log_p and read and "requests_running" not in found:
             found["requests_running"] = Finding(
                 "requests_running", "doubled", f"even on every reading ({runs} in a row): "
                 f"probability {math.exp(log_p):.1e} for this target; each pod is counted "
@@ -654,13 +664,13 @@ class TelemetryChecks:
         one half before any reading)."""
         return float((self.par_even[j] + 0.5) / (self.par_obs[j] + 1.0))
 
-    def _learn_parity(self, v: FloatArray, good: bool) -> None:
+    def _learn_parity(self, v: FloatArray, cap: Capacity | None, good: bool) -> None:
         """A run of even readings is learnt when an odd one ends it, and only when no
         finding came during it, so a doubled scrape never teaches that counts are even."""
         if good:
             self.par_obs *= self.decay
             self.par_even *= self.decay
-        for j, x in self._counts(v):
+        for j, x in self._counts(v, cap):
             self.par_tainted[j] = self.par_tainted[j] or not good
             if x % 2 == 0:
                 continue
@@ -774,11 +784,16 @@ class TelemetryChecks:
         middle = float(np.median(data))
         lo, hi = (float(q) for q in np.quantile(data, (0.005, 0.995)))
         sigma = max(1.4826 * float(np.median(np.abs(data - middle))), 1e-3)
-        # the band's shape from the whole window, its center from the latest good ticks:
-        # the request mix wanders over hours, a telemetry fault is a step
-        recent = self.buf[k, (int(self.head[k]) - 1 - np.arange(self.min_points)) % self.window]
-        center = float(np.median(recent))
-        lo, hi = lo - middle + center, hi - middle + center
+        # the band's shape from the whole window; a two-sided ratio's center from the
+        # latest good ticks (the request mix wanders over hours, a telemetry fault is a
+        # step). A one-sided one keeps the window's: what it may do without bound (a queue
+        # that builds) is learnt too, and must not become the floor it is judged by.
+        center = middle
+        if rel.side == "both":
+            recent = self.buf[k, (int(self.head[k]) - 1 - np.arange(self.min_points))
+                              % self.window]
+            center = float(np.median(recent))
+            lo, hi = lo - middle + center, hi - middle + center
         dev = x - center
         allow = math.log(rel.min_factor)
         # capped at twice the alarm level, so that the alarm ends soon after the shift
