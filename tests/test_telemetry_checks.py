@@ -130,3 +130,29 @@ def test_a_ratio_is_judged_from_its_latest_level_when_the_mix_wanders() -> None:
     doubted = [bool(doubts) for _, doubts in ticks[1000:]]
     flagged = [bool(found) for found, _ in ticks[1000:]]
     assert any(doubted[:8]) and any(flagged[:15]), (doubted, flagged)
+
+
+def test_every_slot_busy_for_minutes_is_no_doubled_scrape() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    full = traffic(80, seed=1)
+    for k, row in enumerate(full):
+        # a saturated fleet: every slot busy (8 pods x 64), the cache nearly full
+        row.update(requests_running=float(8 * 64), kv_cache_usage=0.9 + 0.001 * (k % 7))
+    ticks = feed(checks, full, start=200)
+    assert not any(doubts_with(ticks, "even on every reading"))
+    assert not any(found_on(ticks, "requests_running"))
+
+
+def test_a_queue_that_builds_for_twenty_minutes_then_drains_is_no_fault() -> None:
+    # time in system may rise without bound; what it rose to is learnt, and must not become
+    # the floor that the drained queue is judged by
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(300))
+    rows = traffic(90, seed=1)
+    for k, row in enumerate(rows[:80]):
+        row["requests_waiting"] = 37.0 * (k + 1)  # twenty minutes of a growing queue
+    for k, row in enumerate(rows[80:]):
+        row["requests_waiting"] = max(0.0, 2960.0 - 741.0 * (k + 1))  # drained in a minute
+    ticks = feed(checks, rows, start=300)
+    assert not any(found for found, _ in ticks), [f for f, _ in ticks if f][:1]
