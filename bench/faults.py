@@ -1,8 +1,8 @@
 """Labelled cluster faults: does the daemon tell a broken exporter from a real surge?
 
     nice .venv/bin/python bench/faults.py [--workload SPEC[@SCALE] ...] [--duration 4h]
-        [--onsets 0.55,0.8] [--windows 3] [--policy predictive] [--plots out/faults]
-        [--json OUT]
+        [--onsets 0.55,0.8] [--windows 3] [--policy predictive] [--events KIND,...]
+        [--plots out/faults] [--json OUT]
 
 For every workload and onset, each event of ``aiops.detect.scenarios.standard_events``
 (nine kinds of telemetry fault, four kinds of real load change, some in two or three
@@ -58,6 +58,7 @@ from aiops.detect.scenarios import (  # noqa: E402
     run_scenario,
     scenarios_for,
     score_event,
+    standard_events,
 )
 from aiops.errors import InputError  # noqa: E402
 from aiops.sim.workloads import Workload, resolve_stream, resolve_workload  # noqa: E402
@@ -137,14 +138,24 @@ def load_workloads(specs: list[str], duration: float, windows: int) -> list[Work
     return out
 
 
+def selected(event: Fault, wanted: set[str] | None) -> bool:
+    """Whether ``--events`` asks for ``event``: by label (``flatline:arrival_rate``), by
+    kind (``flatline``), or ``telemetry`` / ``changes`` for a whole side of the table."""
+    if wanted is None:
+        return True
+    side = "telemetry" if event.telemetry else "changes"
+    return bool({event.label, event.kind, side} & wanted)
+
+
 def run_all(workloads: list[Workload], onsets: list[float], policy: str,
-            progress: Any) -> list[Row]:
+            progress: Any, wanted: set[str] | None = None) -> list[Row]:
     rows: list[Row] = []
     jobs = []
     for w in workloads:
         starts = sorted({round(f * w.duration / 60) * 60 for f in onsets})
         for sc in scenarios_for(w, starts):
-            jobs.append((w, sc))
+            if selected(sc.events[0], wanted):
+                jobs.append((w, sc))
     task = progress.add_task("fault scenarios", total=len(jobs) * 2 + len(workloads))
     clean: dict[str, Run] = {}
     for w in workloads:
@@ -371,6 +382,9 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=3,
                     help="windows of --duration run from a longer workload (a ServeGen week)")
     ap.add_argument("--policy", default="predictive")
+    ap.add_argument("--events", help="run only these events: labels (flatline:arrival_rate), "
+                    "kinds (double_scrape), 'telemetry' or 'changes', comma-separated "
+                    "(default: all; a goal with no event behind it is judged on nothing)")
     ap.add_argument("--plots", type=Path, help="write one PNG per event kind here")
     ap.add_argument("--json", type=Path, help="write the summary as JSON here")
     a = ap.parse_args()
@@ -378,12 +392,20 @@ def main() -> None:
     onsets = [float(x) for x in a.onsets.split(",")]
     if a.windows < 1:
         ap.error("--windows must be at least 1")
+    wanted = None
+    if a.events is not None:
+        wanted = {x.strip() for x in a.events.split(",") if x.strip()}
+        every = standard_events(duration, 0.0)
+        known = {e.label for e in every} | {e.kind for e in every} | {"telemetry", "changes"}
+        if not wanted or wanted - known:
+            ap.error(f"--events: unknown {', '.join(sorted(wanted - known)) or '(empty)'}; "
+                     f"known: {', '.join(sorted(known))}")
     workloads = load_workloads(a.workload or ["synthetic:diurnal-bursty"], duration,
                                a.windows)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
-        rows = run_all(workloads, onsets, a.policy, progress)
+        rows = run_all(workloads, onsets, a.policy, progress, wanted)
     summary = summarise(rows)
     summary["workloads"] = [w.name for w in workloads]
     summary["policy"] = a.policy

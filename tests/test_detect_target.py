@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.vllm import traffic
 
 from aiops.detect.base import load_state, save_state
 from aiops.detect.monitor import TargetMonitor
@@ -23,28 +24,6 @@ CAP = Capacity(ready_replicas=8, replicas=8, batch_size=64)
 SMALL = {"min_train": 20, "train": 150, "refit_every": 20, "reestimate": 10, "history": 300,
          "learning": 20, "rearm": 1}
 WARM = 150  # ticks of normal traffic before anything happens
-
-
-def traffic(n: int, seed: int = 0, load: float = 1.0) -> list[dict[str, float]]:
-    """A vLLM deployment at ~10 req/s: tokens follow requests, running follows Little's
-    law (5 s in system), KV follows running, latency is steady, nothing waits."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        rate = load * (10 + 3 * np.sin(2 * np.pi * k / 240)) * (1 + rng.normal(0, 0.05))
-        running = float(rng.poisson(5 * rate))
-        out.append({
-            "arrival_rate": rate,
-            "prompt_tokens_rate": 500 * rate * (1 + rng.normal(0, 0.05)),
-            "generation_tokens_rate": 200 * rate * (1 + rng.normal(0, 0.05)),
-            "requests_running": running,
-            "requests_waiting": 0.0,
-            "kv_cache_usage": min(1.0, 0.0008 * running * (1 + rng.normal(0, 0.05))),
-            "gpu_utilization": math.nan,
-            "ttft_p99": 0.5 * (1 + rng.normal(0, 0.05)),
-            "tpot_p99": 0.03 * (1 + rng.normal(0, 0.05)),
-        })
-    return out
 
 
 def run(rows: list[dict[str, float]], scorer: TargetScorer | None = None, start: int = 0,

@@ -86,6 +86,22 @@ def test_most_faults_are_reported_within_two_ticks(
     assert float(np.median(ttd)) <= 2.0, ttd
 
 
+@pytest.mark.parametrize("onset", [1800.0, 2460.0])
+def test_a_doubled_scrape_on_a_quiet_service_is_caught_before_any_scale_down(
+        onset: float) -> None:
+    # a flash crowd at a tenth of its traffic: a few requests a tick and a few sequences
+    # running, too few for any ratio on one tick; without detection the policy scales down
+    # while every count reads twice what it is
+    quiet = resolve_workload("synthetic:flash-crowd", duration=DURATION, seed=0,
+                             rate_scale=0.1)
+    fault = Fault("double_scrape", onset, 720.0)
+    sc = Scenario(fault.label, quiet, (fault,))
+    assert score_event(run_scenario(sc, forecast=False, detect=False), fault).scale_downs > 0
+    score = score_event(run_scenario(sc, forecast=False), fault)
+    assert score.scale_downs == 0
+    assert score.ticks_to_detect <= 10
+
+
 @pytest.mark.parametrize("kind", ["surge", "drop_to_zero"])
 def test_a_real_load_change_is_followed_not_frozen(workload: Workload, kind: str) -> None:
     change = next(e for e in EVENTS if e.kind == kind)
@@ -151,6 +167,28 @@ def test_fault_models_change_what_the_daemon_reads() -> None:
     flat = _served(Fault("flatline", 45.0, 60.0, metric="arrival_rate"))
     assert flat[3].arrival_rate == flat[6].arrival_rate == 12.0
     assert flat[6].prompt_tokens_rate == 500 * 16.0  # the other metrics keep moving
+
+
+def test_a_stale_series_is_refused_as_the_ingest_would_once_older_than_its_limit() -> None:
+    # the daemon's Prometheus source reads the samples' timestamps and raises
+    # StaleSampleError past prometheus.stale_after_s; values alone cannot tell a stopped
+    # scrape of an idle service from the idle service
+    from aiops.ingest.prometheus import StaleSampleError
+
+    n = 30
+    source = FaultySource(_Fixed([_snap(15.0 * k, 10.0 + k) for k in range(n)]),
+                          [Fault("stale_series", 45.0, 600.0)])
+    refused = []
+    for k in range(n):
+        try:
+            source.snapshot(None, 15.0 * k)  # type: ignore[arg-type]
+            refused.append(False)
+        except StaleSampleError:
+            refused.append(True)
+    age = [15.0 * k - 45.0 for k in range(n)]
+    assert refused == [120.0 < a < 300.0 for a in age]  # then the series is gone (NaN)
+    assert len(source.served) == n  # what Prometheus held is still recorded for the plots
+    assert math.isnan(source.served[-1].arrival_rate)
 
 
 def test_reshape_multiplies_the_rate_where_the_change_is(workload: Workload) -> None:

@@ -12,8 +12,12 @@ Each fault is modelled on what the daemon's queries see in a real cluster:
 ==================  ========================================================================
 ``scrape_gap``      the vLLM series vanish for a few minutes (the scrape fails; Prometheus
                     marks them stale): every vLLM field is NaN.
-``stale_series``    the exporter hangs but its last page keeps being served; Prometheus
-                    returns the last sample for five minutes (its lookback), then nothing.
+``stale_series``    the scrape stops; Prometheus returns the last sample for five minutes
+                    (its lookback), then nothing. The daemon's ingest reads the samples'
+                    timestamps too (``vllm_sample_time``) and refuses a snapshot whose
+                    newest vLLM sample is older than ``stale_after_s`` (120 s by default):
+                    the source raises the same ``StaleSampleError`` then. Before that the
+                    detector alone has to see it.
 ``counter_reset``   one pod's exporter restarts and its counters restart from 0. Read
                     through ``rate(sum(...))`` (a common recording rule) the drop of the
                     sum is taken for a reset of the whole sum: for one rate window every
@@ -44,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.config import TargetConfig
+from aiops.config import PrometheusConfig, TargetConfig
 from aiops.ingest.base import MetricSource
 from aiops.sim.workloads import Workload
 from aiops.types import FloatArray, Snapshot
@@ -72,6 +76,8 @@ COPY_SPREAD_S = 1.0
 """How far from its original a request copied by a real load change may land (seconds)."""
 LOOKBACK_S = 300.0
 """Prometheus' default ``--query.lookback-delta``: how long a vanished series is returned."""
+STALE_AFTER_S: float = PrometheusConfig.model_fields["stale_after_s"].default
+"""The ingest's default freshness limit (``prometheus.stale_after_s``)."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +135,18 @@ class FaultySource:
     """A ``MetricSource`` that returns ``inner``'s snapshots with telemetry faults applied.
 
     ``rate_window_s`` is the window of the counter rates (the ``counter_reset`` artefact
-    lasts one window). ``unscraped`` fields are NaN throughout, as for a cluster that does
-    not scrape them (the fault-free truth too). What was served and what was true are kept
-    for the benchmark's plots in ``served`` and ``true`` (one row per snapshot).
+    lasts one window); ``stale_after_s`` is the ingest's freshness limit
+    (``prometheus.stale_after_s``; None: no freshness check). ``unscraped`` fields are NaN
+    throughout, as for a cluster that does not scrape them (the fault-free truth too). What
+    was served and what was true are kept for the benchmark's plots in ``served`` and
+    ``true`` (one row per snapshot).
     """
 
     def __init__(self, inner: MetricSource, faults: Sequence[Fault],
-                 rate_window_s: float = 60.0, unscraped: Sequence[str] = ()) -> None:
+                 rate_window_s: float = 60.0, unscraped: Sequence[str] = (),
+                 stale_after_s: float | None = STALE_AFTER_S) -> None:
         self.inner = inner
+        self.stale_after_s = stale_after_s
         self.unscraped = dict.fromkeys(unscraped, math.nan)
         self.faults = tuple(f for f in faults if f.telemetry)
         self.rate_window_s = rate_window_s
@@ -167,7 +177,24 @@ class FaultySource:
         self._tick += 1
         self.true.append(snap)
         self.served.append(out)
+        self._check_fresh(target, at)
         return out
+
+    def _check_fresh(self, target: TargetConfig, at: float) -> None:
+        """Raise what the daemon's ingest raises on a series whose scrapes stopped longer
+        ago than ``stale_after_s`` and that Prometheus still returns."""
+        from aiops.ingest.prometheus import StaleSampleError
+
+        if self.stale_after_s is None:
+            return
+        for f in self.faults:
+            age = at - f.start
+            if f.kind == "stale_series" and f.active(at) and (
+                    self.stale_after_s < age < LOOKBACK_S):
+                raise StaleSampleError(
+                    f"oldest sample is {age:.0f} s old (stale after {self.stale_after_s:g} s)",
+                    query="vllm_sample_time", promql="(injected stale_series)",
+                    target=target.name if target is not None else "")
 
     def load_history(self, target: TargetConfig, start: float, end: float,
                      step: float) -> tuple[FloatArray, FloatArray]:

@@ -23,6 +23,13 @@ Per-metric priors (the type of a metric says what it can do):
   ``frozen_p``. A value at a bound is no evidence (an empty queue, an idle service, every
   slot busy: states a metric rests in), nor is an optional metric (a latency quantile is
   constant whenever the batch is: the step time is).
+- **doubled**: a count gauge (sequences running, requests waiting) summed over pods that
+  each count twice is even on every tick; a live one is even about as often as this target
+  has shown (learned like the repeat rate, one half before anything is seen). A run of even
+  readings is judged by its probability like a run of repeats. Needs no traffic to speak
+  of: one sequence running is a reading.
+- **stuck at an idle value**: the arrival rate reading 0 on ``zero_ticks`` ticks while
+  prompts were prefilled on each, without moving in between.
 
 Cross-metric physics (log-ratios that load does not move):
 
@@ -45,12 +52,15 @@ Cross-metric physics (log-ratios that load does not move):
   ttft_p50 / 2`` (the mean time in system is at least the mean TTFT, at least half its
   median); broken while the queue metric stands still, the queue metric is stuck.
 
-Each ratio's normal band is learned from this target's own good ticks (its median and its
-0.5%/99.5% quantiles over the last ``window`` ticks). A tick beyond ``break_spread`` times
-the band's half-width is a break at once; beyond ``confirm_spread`` times it must be so on
-two ticks in a row (one odd scrape is noise, two are a fault). Ratios are judged only when
-both sides count enough events to be meaningful (``min_events``), so a quiet hour or an
-outage (everything at zero) is never a fault.
+Each ratio's normal band is learned from this target's own good ticks: its shape (median
+and 0.5%/99.5% quantiles) over the last ``window`` ticks, for a two-sided ratio centred on
+the median of the latest ``min_points`` (the request mix wanders over hours; a telemetry
+fault is a step). A
+value beyond ``break_spread`` times the band's half-width is a break at once; beyond
+``confirm_spread`` times it must be so twice in a row (one odd scrape is noise, two are a
+fault). Ratios are judged only when both sides count enough events to be meaningful
+(``min_events``), so an outage (everything at zero) is never a fault; on a quiet service
+the sides are pooled over up to ``pool_ticks`` ticks until they do.
 
 Not finding a fault is not evidence that the numbers are live (the first tick of a stale
 scrape looks like a quiet one), and removing capacity needs evidence. So each tick also lists
@@ -59,16 +69,23 @@ of repeats whose probability is below ``hold_p`` but not yet below ``frozen_p``,
 beyond its band once (a finding needs two ticks) or drifting (its CUSUM above zero), a
 latency beyond Little's law once, the Little's-law bound broken with the queue still moving,
 a metric that has never had a value, a rate reading 0 while another counts requests or
-tokens. A ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears
-it (the ratio judged right again; the rate moving, or every rate and gauge at 0 together),
-so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
-guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
-alarm.
+tokens, count gauges even more often than chance allows (below ``hold_p``), a page on which
+no metric changed since the last tick (for ``still_s``: an idle service and a stopped
+scrape read the same until the ingest's freshness limit). A ratio off, or a rate read 0
+beside work, stays in doubt until the evidence clears it (the ratio judged right again; the
+rate moving, or every rate and gauge at 0 together, except for a rate already found stuck
+at 0: idle ticks read the same whether it is stuck or not), so a fault that shows only on
+busy ticks is not forgotten on the quiet ones between. The guardrails hold a scale-down on
+a tick with doubts (``unverified_telemetry``) and raise no alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
 starts learning afresh (a real change of the request mix, a new model version). Memory is
 fixed: a ring buffer per ratio and a few numbers per metric.
+
+What values cannot tell: a scrape that stops in the middle of an idle stretch serves the
+idle page it would serve anyway; the sample timestamps (read by the ingest) are what catch
+it. A scale-down decided then is on a page that was true when it was scraped.
 """
 
 from __future__ import annotations
@@ -183,7 +200,14 @@ RELATIONS: tuple[Relation, ...] = (
 )
 
 _RATE_METRICS = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
+_ZERO_WITNESS = {"arrival_rate": "prompt_tokens_rate"}
+"""A rate, and the rate that cannot count tick after tick while it reads 0: a prefilled
+prompt belongs to a request that arrived (a gateway's counter, the simulator) or that
+finishes within its latency (vLLM's completions), so prompts prefilled on several ticks
+with no request arriving nor finishing in between is a stuck arrival rate. (The other
+way round is no rule: requests finish and generate for minutes after the last prompt.)"""
 _COUNT_METRICS = ("requests_running", "requests_waiting")
+"""Gauges that count (sequences, requests) summed over the pods: integers, when read."""
 _LATENCY_METRICS = ("ttft_p99", "tpot_p99")
 
 
@@ -227,6 +251,15 @@ class TelemetryChecks:
             for before its bound counts as broken (2: gauges read at one instant against a
             rate and a median over the window; a queue half drained within the window
             stays inside).
+        still_s: seconds an unchanged page stays a doubt (120: ``prometheus.stale_after_s``
+            by default; beyond it the ingest refuses a stopped scrape by its timestamps, and
+            a longer doubt would hold every real outage's scale-down).
+        zero_ticks: ticks the arrival rate may read 0 beside prefills before it is found
+            stuck (3: a request prefilled just after a scrape shows a tick late; three such
+            ticks with no arrival in between do not happen by chance).
+        pool_ticks: most ticks a ratio's sides are pooled over to count ``min_events``
+            (8: two minutes, within which a fault still shows on a service with a few
+            requests a minute).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -236,19 +269,24 @@ class TelemetryChecks:
                  cusum_h: float = 10.0, latency_factor: float = 20.0,
                  stuck_factor: float = 3.0,
                  relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
-                 little_slack: float = 2.0) -> None:
+                 little_slack: float = 2.0, still_s: float = 120.0,
+                 zero_ticks: int = 3, pool_ticks: int = 8) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
-                and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1):
+                and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1
+                and still_s >= 0 and zero_ticks >= 1 and pool_ticks >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
                              "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
-                             "frozen_p <= hold_p < 1, little_slack >= 1")
+                             "frozen_p <= hold_p < 1, little_slack >= 1, still_s >= 0, "
+                             "zero_ticks >= 1, pool_ticks >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
         self.hold_log_p = math.log(hold_p)
         self.little_slack = little_slack
+        self.still_s, self.zero_ticks = still_s, zero_ticks
+        self.pool_ticks = pool_ticks
         self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
         self.suspects: dict[str, str] = {}  # doubts that last until evidence clears them
         self.decay = math.exp(-1.0 / memory)
@@ -284,6 +322,10 @@ class TelemetryChecks:
         self.broken_for = np.zeros(n_rel)  # consecutive broken ticks
         self.cus_lo = np.zeros(n_rel)  # CUSUM of falls beyond min_factor (in sigmas)
         self.cus_hi = np.zeros(n_rel)  # and of rises
+        width = max((len(r.num) + len(r.den) for r in self.relations), default=0)
+        self.pool_sum = np.zeros((n_rel, width))  # factor values summed over the pool
+        self.pool_ev = np.zeros((n_rel, width))  # and the events they count
+        self.pool_n = np.zeros(n_rel, dtype=np.int64)  # ticks in the pool
         self.ttft_buf = np.full(window, np.nan)  # good-tick ttft_p99, for the stuck queue
         self.ttft_head = 0
         self.ttft_wait = np.full(settle, np.nan)  # good-tick TTFTs not yet in the band
@@ -294,6 +336,16 @@ class TelemetryChecks:
         self.last_queued = -10**9  # last tick with requests waiting
         self.last_t = math.nan
         self.good = {n: math.nan for n in names}  # last value of each metric on a good tick
+        self.page = np.full(k, np.nan)  # the previous tick's values, NaN included
+        self.page_since = math.nan  # when the page last changed
+        self.zero_run = dict.fromkeys(_ZERO_WITNESS, 0)  # ticks read 0 beside its witness
+        # per count gauge: decayed readings (not 0) and even ones, the current run of even
+        # readings (counted when it ends), and whether a finding came during it
+        self.par_obs = np.zeros(len(_COUNT_METRICS))
+        self.par_even = np.zeros(len(_COUNT_METRICS))
+        self.par_run = np.zeros(len(_COUNT_METRICS))
+        self.par_done = np.zeros(len(_COUNT_METRICS))  # the run an odd reading just ended
+        self.par_tainted = np.zeros(len(_COUNT_METRICS), dtype=bool)
 
     def _usable(self, r: Relation) -> bool:
         return set(r.metrics) <= set(self.specs)
@@ -314,10 +366,13 @@ class TelemetryChecks:
         self._latency(v, found)
         self._stuck_queue(v, capacity, found)
         self._little(v, dt, found)
-        self._zero_load(v, dt)
+        self._zero_load(v, dt, found)
+        self._unchanged(v, time)
+        self._parity(v, capacity, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
+        self._learn_parity(v, capacity, good)
         self._learn_ttft(v, good)
         if good:  # nothing is learnt from a tick with a finding
             for k, x in ratios.items():
@@ -470,29 +525,25 @@ class TelemetryChecks:
 
     def _relations(self, v: FloatArray, cap: Capacity | None, dt: float,
                    found: dict[str, Finding]) -> dict[int, float]:
-        """Judge every relation; return the log-ratios of those within their band."""
+        """Judge every relation whose pool counts enough events; return the log-ratios of
+        those within their band."""
         within: dict[int, float] = {}
         queued = self._queued(v, dt)
         balanced = self._balanced(v, dt)
         for k, rel in enumerate(self.relations):
-            events = 1.0 if rel.sparse else self.min_events
-            num = [self._factor(f, v, cap, dt, events) for f in rel.num]
-            den = [self._factor(f, v, cap, dt, events) for f in rel.den]
-            a = math.prod(x for x, _ in num)
-            b = math.prod(x for x, _ in den)
-            enough = all(ok for _, ok in (*num, *den))
-            if (rel.queue_free and queued) or (rel.balanced and not balanced) or not (
-                    enough and math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
+            if (rel.queue_free and queued) or (rel.balanced and not balanced):
+                self._drop_pool(k)
                 self.pending[k] = 0
                 continue
+            pooled = self._pool(k, rel, v, cap, dt)
+            if pooled is None:
+                continue
+            a, b, dense = pooled
             x = math.log(a / b)
             verdict = self._judge(k, rel, x)
             if verdict is None:
                 within[k] = x
                 # a doubt: off once with events enough to mean it, or drifting half-way
-                dense = not rel.sparse or all(
-                    self._factor(f, v, cap, dt, self.min_events)[1] for f in (*rel.num,
-                                                                              *rel.den))
                 if (self.pending[k] != 0 and dense) or max(
                         self.cus_lo[k], self.cus_hi[k]) > self.cusum_h / 2:
                     self.suspects[rel.name] = (f"{rel.what} off its usual "
@@ -504,7 +555,7 @@ class TelemetryChecks:
             self.broken_for[k] += 1
             if self.broken_for[k] > self.relearn_after:  # a lasting change: learn it anew
                 self.suspects.pop(rel.name, None)
-                self.filled[k] = 0
+                self.filled[k] = self.head[k] = 0  # the band reads buf[:filled]
                 self.broken_for[k] = self.pending[k] = self.cus_lo[k] = self.cus_hi[k] = 0
                 continue
             center, factor = verdict
@@ -516,18 +567,152 @@ class TelemetryChecks:
                 f"({suspect} moved most)"))
         return within
 
-    def _zero_load(self, v: FloatArray, dt: float) -> None:
+    def _pool(self, k: int, rel: Relation, v: FloatArray, cap: Capacity | None,
+              dt: float) -> tuple[float, float, bool] | None:
+        """Add this tick to relation ``k``'s pool; once every factor of the pool counts
+        enough events, return the ratio's two sides (each factor's mean over the pooled
+        ticks) and whether they count ``min_events`` (``dense``; a sparse relation is
+        judged from one event), and start a new pool.
+
+        At steady traffic every tick counts enough and is judged alone. At a few requests a
+        minute no tick does, yet a ratio of the sums over a few ticks is as good a mean as
+        one busy tick's: this is what lets a doubled scrape or a unit change show on a
+        quiet service. A pool lasts at most ``pool_ticks``; a tick that is not finite, or
+        that a gate excludes (a queue, a drain), empties it."""
+        factors = (*rel.num, *rel.den)
+        values = [self._factor(f, v, cap, dt, 0.0)[0] for f in factors]
+        if dt <= 0 or not all(math.isfinite(x) and x >= 0 for x in values):
+            self._drop_pool(k)
+            self.pending[k] = 0
+            return None
+        if self.pool_n[k] >= self.pool_ticks:
+            self._drop_pool(k)
+        n = len(factors)
+        self.pool_sum[k, :n] += values
+        self.pool_ev[k, :n] += [x * dt if f[0] in _RATE_METRICS else x
+                                for f, x in zip(factors, values, strict=True)]
+        self.pool_n[k] += 1
+        events = self.pool_ev[k, :n]
+        if not all(e > 0 for e in events):
+            return None
+        need = 1.0 if rel.sparse else self.min_events
+        counted = [f == ("kv",) or e >= need for f, e in zip(factors, events, strict=True)]
+        if not all(counted):
+            return None
+        dense = all(f == ("kv",) or e >= self.min_events
+                    for f, e in zip(factors, events, strict=True))
+        means = self.pool_sum[k, :n] / self.pool_n[k]
+        a = float(np.prod(means[:len(rel.num)]))
+        b = float(np.prod(means[len(rel.num):]))
+        self._drop_pool(k)
+        return a, b, dense
+
+    def _drop_pool(self, k: int) -> None:
+        self.pool_sum[k] = 0.0
+        self.pool_ev[k] = 0.0
+        self.pool_n[k] = 0
+
+    def _counts(self, v: FloatArray, cap: Capacity | None) -> list[tuple[int, float]]:
+        """``(index, value)`` of the count gauges read this tick as a count inside their
+        range: not 0 (even by nature), not every slot busy (the count is then the slots',
+        even whenever pods x batch size is)."""
+        out = []
+        for j, m in enumerate(_COUNT_METRICS):
+            if m not in self.specs:
+                continue
+            i = self.names.index(m)
+            x = float(v[i])
+            if math.isfinite(x) and x == round(x) and not self._at_bound(i, x, cap):
+                out.append((j, x))
+        return out
+
+    def _parity(self, v: FloatArray, cap: Capacity | None,
+                found: dict[str, Finding]) -> None:
+        """Every pod counted twice (a doubled scrape) makes each count gauge even on every
+        tick; a live sum of sequences is even about half the time. The run of even
+        readings (0 reads as nothing) is judged like a run of repeats: its probability
+        under this target's learned share of even readings, jointly for the gauges (a
+        doubled scrape doubles them all), a doubt below ``hold_p``, a finding below
+        ``frozen_p``. Needs no band and no traffic: one sequence running is a reading,
+        which is what tells a doubled scrape on a quiet service, where the KV ratio counts
+        too few sequences to judge."""
+        read = self._counts(v, cap)
+        for j, x in read:
+            if x % 2 == 0:
+                self.par_run[j] += 1
+            else:
+                self.par_done[j], self.par_run[j] = self.par_run[j], 0
+        log_p = sum(self.par_run[j] * math.log(self._p_even(j))
+                    for j in range(len(_COUNT_METRICS)) if self.par_run[j] > 0)
+        if log_p >= self.hold_log_p:
+            return
+        runs = ", ".join(f"{m} {int(self.par_run[j])}" for j, m in enumerate(_COUNT_METRICS)
+                         if self.par_run[j] > 0)
+        # a finding on a tick that read a count; between readings (an idle tick) the run
+        # stands unrefuted, a doubt
+        if log_p < self.frozen_log_p and read and "requests_running" not in found:
+            found["requests_running"] = Finding(
+                "requests_running", "doubled", f"even on every reading ({runs} in a row): "
+                f"probability {math.exp(log_p):.1e} for this target; each pod is counted "
+                "twice (a doubled scrape)")
+        else:
+            self.doubts.append(f"count gauges even on every reading ({runs} in a row, "
+                               f"probability {math.exp(log_p):.1e})")
+
+    def _p_even(self, j: int) -> float:
+        """Share of even readings of count gauge ``j`` on this target (Krichevsky-Trofimov:
+        one half before any reading)."""
+        return float((self.par_even[j] + 0.5) / (self.par_obs[j] + 1.0))
+
+    def _learn_parity(self, v: FloatArray, cap: Capacity | None, good: bool) -> None:
+        """A run of even readings is learnt when an odd one ends it, and only when no
+        finding came during it, so a doubled scrape never teaches that counts are even."""
+        if good:
+            self.par_obs *= self.decay
+            self.par_even *= self.decay
+        for j, x in self._counts(v, cap):
+            self.par_tainted[j] = self.par_tainted[j] or not good
+            if x % 2 == 0:
+                continue
+            if good and not self.par_tainted[j]:
+                # the run just ended was counted in par_run before this odd reading reset it
+                self.par_obs[j] += self.par_done[j] + 1.0
+                self.par_even[j] += self.par_done[j]
+            self.par_tainted[j] = False
+
+    def _zero_load(self, v: FloatArray, dt: float, found: dict[str, Finding]) -> None:
         """A rate reading 0 while another counts ``min_events`` in the tick: each counts
         the same requests (arrived, prefilled, generating), so the zero is in doubt until
         it moves, or until every rate and gauge reads 0 together (an idle service is
-        consistent). Not a finding: completions, prompts and generated tokens do part for
-        a tick at low traffic (a long request generating, nothing new to prefill)."""
+        consistent). Not a finding on one tick: completions, prompts and generated tokens
+        do part for a tick at low traffic (a long request generating, nothing new to
+        prefill).
+
+        Some pairs cannot part for longer (:data:`_ZERO_WITNESS`): a rate that read 0 on
+        ``zero_ticks`` ticks while its witness counted, without moving in between, is stuck
+        at an idle value. That is a finding on each such tick, and its doubt outlasts the
+        idle ticks that follow (they read the same whether the service is idle or the
+        metric stuck); only the rate moving clears it."""
         rates = [m for m in _RATE_METRICS if m in self.specs]
         x = {m: values_of(v, self.names, m) for m in rates}
+        for m, witness in _ZERO_WITNESS.items():
+            if m not in x or witness not in self.specs:
+                continue
+            w = values_of(v, self.names, witness)
+            if x[m] > 0:
+                self.zero_run[m] = 0
+            elif x[m] == 0 and self._enough(witness, w, dt):
+                self.zero_run[m] += 1
+                if self.zero_run[m] >= self.zero_ticks and m not in found:
+                    found[m] = Finding(
+                        m, "frozen", f"{m} read 0 on {self.zero_run[m]} ticks while "
+                        f"{witness} counted (now {w * dt:.0f} a tick) and has not moved "
+                        "since: stuck at an idle value")
         gauges = [values_of(v, self.names, m) for m in _COUNT_METRICS if m in self.specs]
         if all(x[m] == 0 for m in rates) and all(g == 0 for g in gauges):
             for m in rates:
-                self.suspects.pop(f"zero:{m}", None)
+                if self.zero_run.get(m, 0) < self.zero_ticks:
+                    self.suspects.pop(f"zero:{m}", None)
             return
         for m in rates:
             if x[m] > 0:
@@ -538,6 +723,27 @@ class TelemetryChecks:
                 self.suspects[f"zero:{m}"] = (
                     f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
                     "and has not moved since")
+
+    def _unchanged(self, v: FloatArray, time: float) -> None:
+        """Not one metric changed since the last tick. An idle service reads the same page
+        every tick (zeros, no latency), and so does a series whose scrapes stopped:
+        Prometheus returns its last sample for its lookback (five minutes), and only the
+        sample's timestamp tells. The daemon's ingest reads it, and refuses a snapshot
+        whose newest sample is older than ``prometheus.stale_after_s`` (120 s by default,
+        which ``still_s`` follows). So an unchanged page vouches for nothing until it has
+        stood that long; after that a stopped scrape would have been refused, and what is
+        left is an idle service. (A scrape that stops partway through an idle stretch is
+        unseen by this, and no value can tell it; the timestamps do.) Not longer: a real
+        outage or a service gap reads the same, and must be scaled down."""
+        if np.array_equal(v, self.page, equal_nan=True) and math.isfinite(self.page_since):
+            still = time - self.page_since
+            if still < self.still_s:
+                self.doubts.append(
+                    f"no metric changed for {still:.0f} s: an idle service or a stopped "
+                    f"scrape, which the ingest refuses only after {self.still_s:g} s")
+        else:
+            self.page_since = time
+        self.page = v.copy()
 
     def _balanced(self, v: FloatArray, dt: float) -> bool:
         """Whether the number in the system moved by less than half a tick's arrivals
@@ -575,9 +781,19 @@ class TelemetryChecks:
             self.pending[k] = 0
             return None
         data = self.buf[k, :n]
-        center = float(np.median(data))
+        middle = float(np.median(data))
         lo, hi = (float(q) for q in np.quantile(data, (0.005, 0.995)))
-        sigma = max(1.4826 * float(np.median(np.abs(data - center))), 1e-3)
+        sigma = max(1.4826 * float(np.median(np.abs(data - middle))), 1e-3)
+        # the band's shape from the whole window; a two-sided ratio's center from the
+        # latest good ticks (the request mix wanders over hours, a telemetry fault is a
+        # step). A one-sided one keeps the window's: what it may do without bound (a queue
+        # that builds) is learnt too, and must not become the floor it is judged by.
+        center = middle
+        if rel.side == "both":
+            recent = self.buf[k, (int(self.head[k]) - 1 - np.arange(self.min_points))
+                              % self.window]
+            center = float(np.median(recent))
+            lo, hi = lo - middle + center, hi - middle + center
         dev = x - center
         allow = math.log(rel.min_factor)
         # capped at twice the alarm level, so that the alarm ends soon after the shift
@@ -750,9 +966,11 @@ class TelemetryChecks:
         meta: dict[str, JSONScalar] = {"ticks": self.ticks, "last_t": self.last_t,
                                        "ttft_head": self.ttft_head,
                                        "prev_inside": self.prev_inside,
-                                       "last_queued": self.last_queued}
+                                       "last_queued": self.last_queued,
+                                       "page_since": self.page_since}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
         meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
+        meta.update({f"zero_run.{k}": n for k, n in self.zero_run.items()})
         return DetectorState(name="telemetry", params={}, meta=meta, arrays={
             "prev": self.prev.copy(), "run": self.run.copy(), "run_start": self.run_start.copy(),
             "same": self.same.copy(),
@@ -762,8 +980,13 @@ class TelemetryChecks:
             "filled": self.filled.astype(np.float64), "pending": self.pending.copy(),
             "broken_for": self.broken_for.copy(), "ttft_buf": self.ttft_buf.copy(),
             "cus_lo": self.cus_lo.copy(), "cus_hi": self.cus_hi.copy(),
+            "pool_sum": self.pool_sum.copy(), "pool_ev": self.pool_ev.copy(),
+            "pool_n": self.pool_n.astype(np.float64),
             "ttft_wait": self.ttft_wait.copy(),
-            "recent_w": self.recent_w.copy(),
+            "recent_w": self.recent_w.copy(), "page": self.page.copy(),
+            "par_obs": self.par_obs.copy(), "par_even": self.par_even.copy(),
+            "par_run": self.par_run.copy(), "par_done": self.par_done.copy(),
+            "par_tainted": self.par_tainted.astype(np.float64),
             "latency_over": np.array([float(m in self.latency_over)
                                       for m in _LATENCY_METRICS])})
 
@@ -779,7 +1002,15 @@ class TelemetryChecks:
         self.filled = a["filled"].astype(np.int64)
         self.pending, self.broken_for, self.ttft_buf = a["pending"], a["broken_for"], a["ttft_buf"]
         self.recent_w = a["recent_w"]
+        self.page = a["page"] if "page" in a else np.full(len(self.names), np.nan)
+        if "par_obs" in a:
+            self.par_obs, self.par_even = a["par_obs"], a["par_even"]
+            self.par_run, self.par_done = a["par_run"], a["par_done"]
+            self.par_tainted = a["par_tainted"].astype(bool)
         self.cus_lo, self.cus_hi = a["cus_lo"], a["cus_hi"]
+        if "pool_n" in a:
+            self.pool_sum, self.pool_ev = a["pool_sum"], a["pool_ev"]
+            self.pool_n = a["pool_n"].astype(np.int64)
         self.ttft_wait = a["ttft_wait"]
         self.latency_over = {m for m, x in zip(_LATENCY_METRICS, a["latency_over"], strict=True)
                              if x}
@@ -789,6 +1020,8 @@ class TelemetryChecks:
         self.ttft_head = int(_num(m["ttft_head"]))
         self.last_queued = int(_num(m["last_queued"]))
         self.prev_inside = _num(m.get("prev_inside"))
+        self.page_since = _num(m.get("page_since"))
+        self.zero_run = {k: int(_num(m.get(f"zero_run.{k}", 0))) for k in _ZERO_WITNESS}
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
         self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
                          if k.startswith("suspect.")}

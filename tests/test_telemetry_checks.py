@@ -1,0 +1,158 @@
+"""Telemetry checks that keep a scale-down from resting on numbers no one can vouch for.
+
+Each test drives ``TelemetryChecks`` tick by tick with generated
+traffic and names the rule it exercises: a rate stuck at an idle value, an unchanged page,
+counts that are always even, ratios pooled over quiet ticks, and a band centred on the
+latest good ticks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fakes.vllm import traffic
+
+from aiops.detect.multivariate import VLLM_METRICS, Capacity
+from aiops.detect.telemetry import Finding, TelemetryChecks
+
+STEP = 15.0
+CAP = Capacity(ready_replicas=8, replicas=8, batch_size=64)
+ZERO_PAGE = {"arrival_rate": 0.0, "prompt_tokens_rate": 0.0, "generation_tokens_rate": 0.0,
+             "requests_running": 0.0, "requests_waiting": 0.0, "kv_cache_usage": 0.0,
+             "gpu_utilization": math.nan, "ttft_p99": math.nan, "tpot_p99": math.nan,
+             "ttft_p50": math.nan}
+
+
+def feed(checks: TelemetryChecks, rows: list[dict[str, float]], start: int = 0,
+         capacity: Capacity | None = CAP) -> list[tuple[list[Finding], list[str]]]:
+    """Each tick's findings and doubts."""
+    out = []
+    for k, row in enumerate(rows):
+        found = checks.update(STEP * (start + k), row, capacity)
+        out.append((found, list(checks.doubts)))
+    return out
+
+
+def doubts_with(ticks: list[tuple[list[Finding], list[str]]], text: str) -> list[bool]:
+    return [any(text in d for d in doubts) for _, doubts in ticks]
+
+
+def found_on(ticks: list[tuple[list[Finding], list[str]]], metric: str) -> list[bool]:
+    return [any(f.metric == metric for f in found) for found, _ in ticks]
+
+
+def test_an_arrival_rate_stuck_at_zero_beside_prefills_is_found_and_not_forgotten_when_idle(
+        ) -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    stuck = traffic(4, seed=1)
+    for row in stuck:
+        row["arrival_rate"] = 0.0  # flat at an idle value while prompts are prefilled
+    ticks = feed(checks, stuck, start=200)
+    assert found_on(ticks, "arrival_rate") == [False, False, True, True]
+    # then the service goes idle: every metric reads 0, as it would with the rate stuck
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(6)], start=204)
+    assert all(doubts_with(idle, "arrival_rate read 0"))
+    back = feed(checks, traffic(2, seed=2), start=210)  # it moves: the doubt is cleared
+    assert not any(doubts_with(back, "arrival_rate read 0"))
+
+
+def test_one_tick_of_prefills_without_arrivals_is_a_doubt_that_idleness_clears() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    (row,) = traffic(1, seed=1)
+    row.update(arrival_rate=0.0)  # the last request's prefill, counted a tick late
+    (tick,) = feed(checks, [row], start=200)
+    assert not tick[0] and any("arrival_rate read 0" in d for d in tick[1])
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(2)], start=201)
+    assert not any(doubts_with(idle, "arrival_rate read 0"))
+
+
+def test_an_unchanged_page_vouches_for_nothing_until_the_freshness_limit() -> None:
+    checks = TelemetryChecks(VLLM_METRICS, still_s=120.0)
+    feed(checks, traffic(200))
+    ticks = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=200)
+    unchanged = doubts_with(ticks, "no metric changed")
+    # the first idle page changed from the busy one; it then stands 15..105 s unvouched,
+    # and from 120 s on a stopped scrape would have been refused by the ingest
+    assert unchanged == [False] + [True] * 7 + [False] * 4
+    assert not any(found for found, _ in ticks)  # a doubt, never an alarm
+
+
+def test_counts_even_on_every_reading_are_a_doubled_scrape_even_on_a_quiet_service() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    quiet = traffic(600, rate=0.4)  # two sequences running on average: no ratio is judged
+    ticks = feed(checks, quiet, capacity=None)
+    assert not any(found for found, _ in ticks[200:])
+    assert np.mean(doubts_with(ticks[200:], "even on every reading")) < 0.02
+    doubled = traffic(60, rate=0.4, seed=1)
+    for row in doubled:
+        for m in ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate",
+                  "requests_running", "requests_waiting"):
+            row[m] *= 2.0
+    ticks = feed(checks, doubled, start=600, capacity=None)
+    readings = np.cumsum([row["requests_running"] > 0 for row in doubled])
+    doubt = doubts_with(ticks, "even on every reading")
+    found = found_on(ticks, "requests_running")
+    first = doubt.index(True)
+    assert readings[first] <= 8  # a few even readings make a doubt (p < 0.01)
+    assert all(doubt[k] or found[k] for k in range(first, 60))  # held from then on
+    assert any(found)  # and about twenty a finding
+
+
+def test_ratios_are_judged_over_pooled_ticks_on_a_quiet_service() -> None:
+    # six requests a tick: no single tick counts the ten a per-request ratio needs
+    rows = traffic(400, rate=0.4, integer_counts=False) + traffic(
+        20, rate=0.4, seed=1, integer_counts=False)
+    for row in rows[400:]:
+        row["prompt_tokens_rate"] *= 10.0  # a unit change of the prompt counter
+    pooled = feed(TelemetryChecks(VLLM_METRICS), rows)
+    single = feed(TelemetryChecks(VLLM_METRICS, pool_ticks=1), rows)
+    assert any(found_on(pooled[400:], "prompt_tokens_rate"))
+    assert not any(found_on(single[400:], "prompt_tokens_rate"))
+    assert not any(found for found, _ in pooled[:400])
+
+
+def test_a_ratio_is_judged_from_its_latest_level_when_the_mix_wanders() -> None:
+    # KV per sequence doubles over the window (longer conversations), then every pod is
+    # counted twice: from the band's middle, a quarter of the way back, the halving looks
+    # like hardly any change; from the latest ticks' level it is the step it is
+    rows = traffic(1000, kv_drift=2.0, integer_counts=False) + traffic(
+        20, seed=1, integer_counts=False)
+    for row in rows[1000:]:
+        row["kv_cache_usage"] *= 2.0
+        for m in ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate",
+                  "requests_running", "requests_waiting"):
+            row[m] *= 2.0
+    ticks = feed(TelemetryChecks(VLLM_METRICS), rows)
+    assert not any(found for found, _ in ticks[:1000])
+    doubted = [bool(doubts) for _, doubts in ticks[1000:]]
+    flagged = [bool(found) for found, _ in ticks[1000:]]
+    assert any(doubted[:8]) and any(flagged[:15]), (doubted, flagged)
+
+
+def test_every_slot_busy_for_minutes_is_no_doubled_scrape() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    full = traffic(80, seed=1)
+    for k, row in enumerate(full):
+        # a saturated fleet: every slot busy (8 pods x 64), the cache nearly full
+        row.update(requests_running=float(8 * 64), kv_cache_usage=0.9 + 0.001 * (k % 7))
+    ticks = feed(checks, full, start=200)
+    assert not any(doubts_with(ticks, "even on every reading"))
+    assert not any(found_on(ticks, "requests_running"))
+
+
+def test_a_queue_that_builds_for_twenty_minutes_then_drains_is_no_fault() -> None:
+    # time in system may rise without bound; what it rose to is learnt, and must not become
+    # the floor that the drained queue is judged by
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(300))
+    rows = traffic(90, seed=1)
+    for k, row in enumerate(rows[:80]):
+        row["requests_waiting"] = 37.0 * (k + 1)  # twenty minutes of a growing queue
+    for k, row in enumerate(rows[80:]):
+        row["requests_waiting"] = max(0.0, 2960.0 - 741.0 * (k + 1))  # drained in a minute
+    ticks = feed(checks, rows, start=300)
+    assert not any(found for found, _ in ticks), [f for f, _ in ticks if f][:1]
