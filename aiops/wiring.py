@@ -218,8 +218,11 @@ def monitor_factory(config: Config) -> Any:
         return None
 
     def make(target: TargetConfig) -> AnomalyMonitor | None:
+        # An unchanged page stays a doubt for as long as the ingest would still accept a
+        # stopped scrape's last sample: the Prometheus source's freshness limit.
         return TargetMonitor(threshold=config.detect.threshold,
-                             detector=config.detect.detector)
+                             detector=config.detect.detector,
+                             checks={"still_s": config.prometheus.stale_after_s})
 
     return make
 

@@ -372,3 +372,13 @@ def test_the_daemon_plans_with_the_capacity_of_the_mix_the_service_sends() -> No
         rt.profile.default_batch_size, 3000.0, 150.0, ttft_slo=slo.ttft_s,
         tpot_slo=slo.tpot_s)
     assert long_mix < ctx.replica_capacity_rps / 2
+
+
+def test_an_unchanged_page_stays_in_doubt_as_long_as_the_ingest_accepts_a_stale_sample() -> None:
+    from aiops.wiring import monitor_factory
+
+    cfg = parse_config(BASE.format(dry_run="true", guardrails="{}", targets=target_yaml("a"))
+                       + "prometheus: {stale_after_s: 300}\n", environ={})
+    make = monitor_factory(cfg)
+    monitor = make(cfg.targets[0])
+    assert monitor.scorer.checks.still_s == 300.0
