@@ -121,11 +121,11 @@ MIX_TRUST = 4.0
 
 MIX_RESOLUTION = 0.1
 """Relative differences between the mix's capacity and the fixed one that are not acted on:
-the measurement's own resolution (its bisection stops within 2 %, and it is cached per mix
-rounded to two significant digits, a step of up to 5 %). Acting on them would make a steady
-mix's plan jitter by a replica, and a plan that dips at the wrong minute costs SLO that the
-minute it rises does not give back; beyond it, only the excess counts, so the capacity
-moves continuously with the mix."""
+the measurement's own resolution (its bisection stops within 2 %, and between the mixes it
+was measured at it is interpolated along a curve that is not straight). Acting on them would
+make a steady mix's plan jitter by a replica, and a plan that dips at the wrong minute costs
+SLO that the minute it rises does not give back; beyond it, only the excess counts, so the
+capacity moves continuously with the mix."""
 
 MEAN_LOAD_S = 86_400.0
 """Time constant of the mean requests per tick the base's steps are measured against: a day,
@@ -252,7 +252,7 @@ class PredictivePolicy:
             alpha = 1.0 - math.exp(-ctx.interval_s / MEAN_LOAD_S)
             mean_n = n if mean_n <= 0 else mean_n + alpha * (n - mean_n)
             # Every request counts here, those of late scale-ups too: this is the integral
-            # that makes the week's attainment, not just the settled ticks', meet the target.
+            # that makes the week's attainment, not just the settled ticks', meet the goal.
             goal_budget = 1.0 - p["goal"]
             base += (p["base_gain"] * (missed_now - goal_budget * n) / (goal_budget * mean_n)
                      * minutes)
