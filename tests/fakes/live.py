@@ -105,7 +105,7 @@ def tick_synced_policy(interval_s: float, down_window_s: float) -> str:
     a cold start. ``interval_s`` (the tick) is kept in the signature for the callers'
     record."""
     del interval_s
-    return (f"predictive:smoothing=0,burst_window=0,spare=0,gain=0,"
+    return (f"predictive:smoothing=0,burst_window=0,spare=0,gain=0,base_gain=0,"
             f"down_window={down_window_s:g}")
 
 
