@@ -360,7 +360,7 @@ def test_a_failing_anomaly_detector_vouches_for_nothing_so_nothing_scales_down()
 
 def test_the_daemon_plans_with_the_capacity_of_the_mix_the_service_sends() -> None:
     # The fixed capacity assumes 600/150 tokens; a service of long prompts gets less per
-    # replica, measured on the target's profile and SLO, and the plan says so.
+    # replica, measured on the target's profile and SLO.
     cfg = make_config(target_yaml("a"))
     ctl, _, _, _ = build(cfg)
     rt = ctl.runtimes["a"]
