@@ -219,10 +219,12 @@ def monitor_factory(config: Config) -> Any:
 
     def make(target: TargetConfig) -> AnomalyMonitor | None:
         # An unchanged page stays a doubt for as long as the ingest would still accept a
-        # stopped scrape's last sample: the Prometheus source's freshness limit.
+        # stopped scrape's last sample: the Prometheus source's freshness limit. Latency
+        # quantiles cover the requests of the ingest's rate window.
         return TargetMonitor(threshold=config.detect.threshold,
                              detector=config.detect.detector,
-                             checks={"still_s": config.prometheus.stale_after_s})
+                             checks={"still_s": config.prometheus.stale_after_s,
+                                     "window_s": config.prometheus.rate_window_s})
 
     return make
 

@@ -58,15 +58,24 @@ def test_an_arrival_rate_stuck_at_zero_beside_prefills_is_found_and_not_forgotte
     assert not any(doubts_with(back, "arrival_rate read 0"))
 
 
-def test_one_tick_of_prefills_without_arrivals_is_a_doubt_that_idleness_clears() -> None:
+def test_a_doubt_on_the_last_tick_with_traffic_outlasts_the_idle_ticks_after_it() -> None:
     checks = TelemetryChecks(VLLM_METRICS)
     feed(checks, traffic(200))
     (row,) = traffic(1, seed=1)
-    row.update(arrival_rate=0.0)  # the last request's prefill, counted a tick late
+    row.update(arrival_rate=0.0)  # prompts prefilled, no request counted: stuck, or late?
     (tick,) = feed(checks, [row], start=200)
     assert not tick[0] and any("arrival_rate read 0" in d for d in tick[1])
-    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(2)], start=201)
-    assert not any(doubts_with(idle, "arrival_rate read 0"))
+    # idle pages read the same whether the rate is stuck at 0 or the service is idle, so
+    # they keep the doubt, past the unchanged page's freshness limit too
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
+    assert all(doubts_with(idle, "idle since"))
+    assert not any(found for found, _ in idle)  # a doubt, never an alarm
+    # a tick with traffic and nothing wrong clears it; the idle stretch after that is free
+    # once the unchanged page has stood for the ingest's freshness limit
+    feed(checks, traffic(1, seed=2), start=213)
+    after = feed(checks, [dict(ZERO_PAGE) for _ in range(10)], start=214)
+    assert not any(doubts_with(after, "idle since"))
+    assert not any(doubts for _, doubts in after[8:])
 
 
 def test_an_unchanged_page_vouches_for_nothing_until_the_freshness_limit() -> None:
@@ -156,3 +165,51 @@ def test_a_queue_that_builds_for_twenty_minutes_then_drains_is_no_fault() -> Non
         row["requests_waiting"] = max(0.0, 2960.0 - 741.0 * (k + 1))  # drained in a minute
     ticks = feed(checks, rows, start=300)
     assert not any(found for found, _ in ticks), [f for f, _ in ticks if f][:1]
+
+
+def test_a_latency_longer_than_the_system_has_been_busy_is_a_unit_change() -> None:
+    # a quiet service: a request now and then, the gauges reading 0 between them
+    def quiet(ttft: float) -> dict[str, float]:
+        return {**ZERO_PAGE, "arrival_rate": 0.2, "prompt_tokens_rate": 100.0,
+                "generation_tokens_rate": 40.0, "ttft_p50": ttft, "ttft_p99": ttft}
+
+    checks = TelemetryChecks(VLLM_METRICS)
+    rows = [quiet(0.4) if k % 6 == 0 else dict(ZERO_PAGE) for k in range(240)]
+    normal = feed(checks, rows)
+    assert not any(found for found, _ in normal) and not any(doubts_with(normal, "ttft"))
+    # the TTFT exporter switches to milliseconds: 400 "s", though the gauges read the
+    # system empty two minutes ago, inside the span that request must have waited in
+    ticks = feed(checks, [quiet(400.0), quiet(420.0)], start=240)
+    assert doubts_with(ticks, "ttft_p99 400 s is beyond") == [True, False]
+    assert found_on(ticks, "ttft_p99") == [False, True]
+
+
+def test_a_long_ttft_behind_a_queue_that_never_emptied_is_no_fault() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    # overload: 400 requests queued for ten minutes, the oldest waiting 400 s
+    rows = traffic(40, seed=1)
+    for k, row in enumerate(rows):
+        row.update(requests_waiting=400.0 + k, ttft_p99=400.0, ttft_p50=200.0)
+    ticks = feed(checks, rows, start=200)
+    assert not any(found_on(ticks, "ttft_p99"))
+    assert not any(doubts_with(ticks, "ttft_p99"))
+
+
+def test_running_stuck_at_zero_beside_kv_in_use_stays_in_doubt_on_quiet_ticks() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200, rate=0.4))
+    # requests_running flat at 0 on a quiet service: caught on a tick whose KV is in use,
+    # and the ticks after it with nothing in the cache (the sequence finished) cannot
+    # tell a stuck gauge from an empty batch
+    rows = [{**ZERO_PAGE, "arrival_rate": 0.4, "prompt_tokens_rate": 200.0,
+             "generation_tokens_rate": 80.0, "kv_cache_usage": kv}
+            for kv in (0.0004, 0.0, 0.0, 0.0, 0.0)]
+    ticks = feed(checks, rows, start=200)
+    assert found_on(ticks, "requests_running") == [True, False, False, False, False]
+    assert all(doubts_with(ticks[1:], "disagreed"))
+    # sequences running in a KV cache in use: both live again
+    (row,) = traffic(1, seed=3, rate=0.4)
+    row.update(requests_running=2.0, kv_cache_usage=0.0016)
+    (tick,) = feed(checks, [row], start=205)
+    assert not any("disagreed" in d for d in tick[1])

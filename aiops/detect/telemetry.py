@@ -44,7 +44,9 @@ Cross-metric physics (log-ratios that load does not move):
   a hundredfold while the gauges stay;
 - a latency quantile is part of a request's time in system: ``ttft_p99`` (or ``tpot_p99``
   times the tokens per request) far above ``latency_factor`` times the longest time in
-  system of the last minute, on two ticks in a row, is a unit change;
+  system of the last minute, on two ticks in a row, is a unit change; so is, on a quiet
+  service, a latency longer than the system has been busy (a scrape read it empty while
+  the request behind the quantile must have been in it);
 - a queue that does not move while every slot is busy and TTFT is far above anything seen:
   the queue metric is stuck (with a full batch, new requests wait, and TTFT grows because
   they do; with free slots a high TTFT is slow prefill, a health matter);
@@ -260,6 +262,11 @@ class TelemetryChecks:
         pool_ticks: most ticks a ratio's sides are pooled over to count ``min_events``
             (8: two minutes, within which a fault still shows on a service with a few
             requests a minute).
+        window_s: the ingest's rate window (``prometheus.rate_window_s``, 60 s): latency
+            quantiles cover the requests of that window.
+        quantile_slack: how far a quantile read from a histogram may sit above the true
+            value (4: vLLM's widest latency bucket spans 160-640 s, and
+            ``histogram_quantile`` interpolates anywhere inside it).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -270,23 +277,27 @@ class TelemetryChecks:
                  stuck_factor: float = 3.0,
                  relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
                  little_slack: float = 2.0, still_s: float = 120.0,
-                 zero_ticks: int = 3, pool_ticks: int = 8) -> None:
+                 zero_ticks: int = 3, pool_ticks: int = 8, window_s: float = 60.0,
+                 quantile_slack: float = 4.0) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
                 and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1
-                and still_s >= 0 and zero_ticks >= 1 and pool_ticks >= 1):
+                and still_s >= 0 and zero_ticks >= 1 and pool_ticks >= 1
+                and window_s >= 0 and quantile_slack >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
                              "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
                              "frozen_p <= hold_p < 1, little_slack >= 1, still_s >= 0, "
-                             "zero_ticks >= 1, pool_ticks >= 1")
+                             "zero_ticks >= 1, pool_ticks >= 1, window_s >= 0, "
+                             "quantile_slack >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
         self.hold_log_p = math.log(hold_p)
         self.little_slack = little_slack
         self.still_s, self.zero_ticks = still_s, zero_ticks
         self.pool_ticks = pool_ticks
+        self.window_s, self.quantile_slack = window_s, quantile_slack
         self.doubts: list[str] = []  # this tick's reasons the telemetry is not verified
         self.suspects: dict[str, str] = {}  # doubts that last until evidence clears them
         self.decay = math.exp(-1.0 / memory)
@@ -339,6 +350,8 @@ class TelemetryChecks:
         self.page = np.full(k, np.nan)  # the previous tick's values, NaN included
         self.page_since = math.nan  # when the page last changed
         self.zero_run = dict.fromkeys(_ZERO_WITNESS, 0)  # ticks read 0 beside its witness
+        self.carried = ""  # the doubt an idle stretch carries (see _carry)
+        self.empty_at = np.full(32, np.nan)  # times the system last read empty, newest first
         # per count gauge: decayed readings (not 0) and even ones, the current run of even
         # readings (counted when it ends), and whether a finding came during it
         self.par_obs = np.zeros(len(_COUNT_METRICS))
@@ -363,13 +376,16 @@ class TelemetryChecks:
         self._priors(v, capacity, found)
         self._frozen(v, capacity, dt, found)
         ratios = self._relations(v, capacity, dt, found)
-        self._latency(v, found)
+        self._latency(v, time, dt, found)
         self._stuck_queue(v, capacity, found)
         self._little(v, dt, found)
         self._zero_load(v, dt, found)
-        self._unchanged(v, time)
+        still = self._unchanged(v, time)
         self._parity(v, capacity, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
+        self._carry(v, time, found)
+        if still:
+            self.doubts.append(still)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
         self._learn_parity(v, capacity, good)
@@ -407,10 +423,18 @@ class TelemetryChecks:
                 found["kv_cache_usage"] = Finding(
                     "kv_cache_usage", "impossible", f"kv_cache_usage is 0 while {run:g} "
                     "sequences run (each holds KV blocks): one of the two is wrong")
-            elif run == 0 and kv >= 1e-3 and "requests_running" not in found:
+            elif run == 0 and kv > 0 and "requests_running" not in found:
                 found["requests_running"] = Finding(
                     "requests_running", "impossible", f"no sequence runs but KV usage is "
                     f"{kv:g} (blocks are held by running sequences): one of the two is wrong")
+            # Either finding stays a doubt until a tick shows both live together: sequences
+            # running in a KV cache in use. Ticks with nothing running at the scrape (most,
+            # on a quiet service) read the same whether one of the two is stuck or not.
+            if {"kv_cache_usage", "requests_running"} & found.keys():
+                self.suspects["kv_pair"] = ("sequences running and KV usage disagreed, "
+                                            "and have not been seen together since")
+            elif run >= 1 and kv > 0:
+                self.suspects.pop("kv_pair", None)
         slots = self._slots(cap)
         if "requests_running" in self.specs and slots is not None:
             x = float(values_of(v, self.names, "requests_running"))
@@ -724,7 +748,7 @@ class TelemetryChecks:
                     f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
                     "and has not moved since")
 
-    def _unchanged(self, v: FloatArray, time: float) -> None:
+    def _unchanged(self, v: FloatArray, time: float) -> str:
         """Not one metric changed since the last tick. An idle service reads the same page
         every tick (zeros, no latency), and so does a series whose scrapes stopped:
         Prometheus returns its last sample for its lookback (five minutes), and only the
@@ -734,16 +758,43 @@ class TelemetryChecks:
         stood that long; after that a stopped scrape would have been refused, and what is
         left is an idle service. (A scrape that stops partway through an idle stretch is
         unseen by this, and no value can tell it; the timestamps do.) Not longer: a real
-        outage or a service gap reads the same, and must be scaled down."""
+        outage or a service gap reads the same, and must be scaled down. Returns the doubt,
+        or "" (kept apart from the others: an unchanged page is no evidence about the
+        metrics, and is not carried through an idle stretch by :meth:`_carry`)."""
+        doubt = ""
         if np.array_equal(v, self.page, equal_nan=True) and math.isfinite(self.page_since):
             still = time - self.page_since
             if still < self.still_s:
-                self.doubts.append(
-                    f"no metric changed for {still:.0f} s: an idle service or a stopped "
-                    f"scrape, which the ingest refuses only after {self.still_s:g} s")
+                doubt = (f"no metric changed for {still:.0f} s: an idle service or a stopped "
+                         f"scrape, which the ingest refuses only after {self.still_s:g} s")
         else:
             self.page_since = time
         self.page = v.copy()
+        return doubt
+
+    def _idle(self, v: FloatArray) -> bool:
+        """Every rate and count gauge reads 0: a page no check can judge."""
+        names = [m for m in (*_RATE_METRICS, *_COUNT_METRICS) if m in self.specs]
+        return bool(names) and all(values_of(v, self.names, m) == 0 for m in names)
+
+    def _carry(self, v: FloatArray, time: float, found: Mapping[str, Finding]) -> None:
+        """A doubt or a finding on the last tick with traffic outlasts the idle ticks after it.
+
+        An idle page (every rate and count at 0) reads the same whether the service is idle
+        or the fault is still there: a flatline at 0, a ×1000 latency with no request to
+        time, a doubled 0. So it cannot clear what the last tick with traffic left in
+        doubt, and a scale-down on it would be decided on telemetry last seen wrong. Only a
+        tick with traffic and nothing found or doubted clears it. (Not the unchanged-page
+        doubt: that one is about the scrape, not the values, and is bounded by the
+        ingest's freshness limit.)"""
+        if self._idle(v):
+            if self.carried:
+                self.doubts.append(self.carried)
+            return
+        reasons = [f.detail for f in found.values()] or self.doubts
+        self.carried = (f"telemetry in doubt on the last tick with traffic ({time:.0f} s: "
+                        f"{reasons[0]}), and idle since: an idle page cannot clear it"
+                        if reasons else "")
 
     def _balanced(self, v: FloatArray, dt: float) -> bool:
         """Whether the number in the system moved by less than half a tick's arrivals
@@ -845,18 +896,17 @@ class TelemetryChecks:
         if not {"requests_running", "arrival_rate"} <= set(self.specs):
             return math.nan
         rate = values_of(v, self.names, "arrival_rate")
-        inside = values_of(v, self.names, "requests_running")
-        if "requests_waiting" in self.specs:
-            inside += values_of(v, self.names, "requests_waiting")
+        inside = self._inside(v)
         return inside / rate if rate > 0 and inside >= 0 else math.nan
 
-    def _latency(self, v: FloatArray, found: dict[str, Finding]) -> None:
+    def _latency(self, v: FloatArray, time: float, dt: float,
+                 found: dict[str, Finding]) -> None:
         # the largest time in system over the last four ticks: gauges are read at one
         # instant, latencies over a window, and a burst may have left between the two
         self.recent_w = np.roll(self.recent_w, 1)
         self.recent_w[0] = self._time_in_system(v)
         w = float(np.nanmax(self.recent_w)) if np.isfinite(self.recent_w).any() else math.nan
-        over: set[str] = set()
+        over: dict[str, str] = {}
         # with another finding the time in system itself may be the lie
         if math.isfinite(w) and w > 0 and not found:
             per_request = 1.0  # a token gap is a share of its request's time: divide
@@ -871,15 +921,54 @@ class TelemetryChecks:
                 x = values_of(v, self.names, m)
                 share = w if m == "ttft_p99" else w / per_request
                 if math.isfinite(x) and x > self.latency_factor * share + 1.0:
-                    over.add(m)
-                    if m not in self.latency_over:
-                        self.doubts.append(f"{m} {x:g} s is beyond the time in system once")
-                    if m in self.latency_over and m not in found:  # two ticks in a row
-                        found[m] = Finding(
-                            m, "latency_unit", f"{m} is {x:g} s but requests spend at most "
-                            f"{w:.3g} s in the system (Little's law): a latency cannot "
-                            "exceed its share of that this far (unit change?)")
-        self.latency_over = over
+                    over[m] = (f"{m} is {x:g} s but requests spend at most {w:.3g} s in the "
+                               "system (Little's law): a latency cannot exceed its share of "
+                               "that this far (unit change?)")
+        if not found:
+            self._emptied(v, time, dt, over)
+        for m, why in over.items():
+            if m not in self.latency_over:
+                self.doubts.append(f"{m} {values_of(v, self.names, m):g} s is beyond the "
+                                   "time in system once")
+            elif m not in found:  # two ticks in a row
+                found[m] = Finding(m, "latency_unit", why)
+        self.latency_over = set(over)
+        inside = self._inside(v)
+        if inside == 0:
+            self.empty_at = np.roll(self.empty_at, 1)
+            self.empty_at[0] = time
+
+    def _inside(self, v: FloatArray) -> float:
+        """Requests in the system (running + waiting) at the scrape; NaN when unknown."""
+        if "requests_running" not in self.specs:
+            return math.nan
+        inside = values_of(v, self.names, "requests_running")
+        if "requests_waiting" in self.specs:
+            inside += values_of(v, self.names, "requests_waiting")
+        return inside
+
+    def _emptied(self, v: FloatArray, time: float, dt: float, over: dict[str, str]) -> None:
+        """A latency longer than the system has been busy. A p99 TTFT (or token gap) of
+        ``x`` read now belongs to a request whose first token (or next token) came within
+        the last rate window, so it was in the system through ``[now - x, now - window]``:
+        no scrape in that span can have read the system empty. This needs no traffic to
+        speak of, which is where the time in system above says nothing: on a quiet service
+        the gauges read 0 between requests, and one request's latency is the quantile.
+        A quantile read from a histogram lies anywhere in its bucket, up to
+        ``quantile_slack`` times the true value, so only readings that much older count."""
+        newest = time - self.window_s - dt  # readings after this may predate the request
+        for m in _LATENCY_METRICS:
+            if m not in self.specs or m in over:
+                continue
+            x = values_of(v, self.names, m)
+            if not math.isfinite(x) or x <= 0:
+                continue
+            oldest = time - x / self.quantile_slack
+            empty = self.empty_at[(self.empty_at >= oldest) & (self.empty_at <= newest)]
+            if len(empty):
+                over[m] = (f"{m} is {x:g} s but the system read empty {time - empty[0]:.0f} s "
+                           "ago, inside the span that request must have been served in "
+                           "(unit change?)")
 
     def _stuck_queue(self, v: FloatArray, cap: Capacity | None,
                      found: dict[str, Finding]) -> None:
@@ -967,7 +1056,8 @@ class TelemetryChecks:
                                        "ttft_head": self.ttft_head,
                                        "prev_inside": self.prev_inside,
                                        "last_queued": self.last_queued,
-                                       "page_since": self.page_since}
+                                       "page_since": self.page_since,
+                                       "carried": self.carried}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
         meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
         meta.update({f"zero_run.{k}": n for k, n in self.zero_run.items()})
@@ -984,6 +1074,7 @@ class TelemetryChecks:
             "pool_n": self.pool_n.astype(np.float64),
             "ttft_wait": self.ttft_wait.copy(),
             "recent_w": self.recent_w.copy(), "page": self.page.copy(),
+            "empty_at": self.empty_at.copy(),
             "par_obs": self.par_obs.copy(), "par_even": self.par_even.copy(),
             "par_run": self.par_run.copy(), "par_done": self.par_done.copy(),
             "par_tainted": self.par_tainted.astype(np.float64),
@@ -1002,6 +1093,8 @@ class TelemetryChecks:
         self.filled = a["filled"].astype(np.int64)
         self.pending, self.broken_for, self.ttft_buf = a["pending"], a["broken_for"], a["ttft_buf"]
         self.recent_w = a["recent_w"]
+        if "empty_at" in a:
+            self.empty_at = a["empty_at"]
         self.page = a["page"] if "page" in a else np.full(len(self.names), np.nan)
         if "par_obs" in a:
             self.par_obs, self.par_even = a["par_obs"], a["par_even"]
@@ -1021,6 +1114,7 @@ class TelemetryChecks:
         self.last_queued = int(_num(m["last_queued"]))
         self.prev_inside = _num(m.get("prev_inside"))
         self.page_since = _num(m.get("page_since"))
+        self.carried = str(m.get("carried") or "")
         self.zero_run = {k: int(_num(m.get(f"zero_run.{k}", 0))) for k in _ZERO_WITNESS}
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
         self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
