@@ -64,6 +64,9 @@ class Snapshot:
     # fix), and how many finished: NaN / 0 when unknown.
     slo_attainment: float = NAN
     requests_finished: float = 0.0
+    # vLLM exporters scraped: the series of one of their gauges (NaN when unknown). More of
+    # them than pods is a pod counted twice in every sum above; fewer, a pod left out.
+    pods_reporting: float = NAN
 
     @property
     def requests_in_system(self) -> float:

@@ -145,7 +145,7 @@ def _snap(t: float, rate: float) -> Snapshot:
     return Snapshot(time=t, replicas=2, ready_replicas=2, batch_size=64, requests_running=20,
                     requests_waiting=1, kv_cache_usage=0.3, arrival_rate=rate,
                     prompt_tokens_rate=500 * rate, generation_tokens_rate=200 * rate,
-                    ttft_p99=0.4, tpot_p99=0.03)
+                    ttft_p99=0.4, tpot_p99=0.03, pods_reporting=2)
 
 
 def _served(fault: Fault, n: int = 10) -> list[Snapshot]:
@@ -165,6 +165,7 @@ def test_fault_models_change_what_the_daemon_reads() -> None:
     assert reset[7].arrival_rate == 17.0  # one window later the artefact is gone
     double = _served(Fault("double_scrape", 45.0, 60.0))
     assert double[3].requests_running == 40 and double[3].kv_cache_usage == 0.3
+    assert double[3].pods_reporting == 4  # each pod's series twice
     unit = _served(Fault("unit_change", 45.0, 60.0, metric="ttft_p99", factor=1000.0))
     assert unit[3].ttft_p99 == pytest.approx(400.0)
     flaky = _served(Fault("nan_inf", 45.0, 60.0, metric="kv_cache_usage"))

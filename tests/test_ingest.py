@@ -174,6 +174,7 @@ HEALTHY: dict[str, str | float] = {
     "vllm_sample_time": AT - 5,
     "requests_running": 120,
     "requests_waiting": 7,
+    "pods_reporting": 3,
     "kv_cache_usage": 0.42,
     "arrival_rate": 21.5,
     "prompt_tokens_rate": 12000,
@@ -203,6 +204,7 @@ RENDER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("ready", {}, "ready_replicas", f"kube_deployment_status_replicas_ready{{{KUBE}}}"),
     ("running", {}, "requests_running", f"sum(vllm:num_requests_running{{{VLLM}}})"),
     ("waiting", {}, "requests_waiting", f"sum(vllm:num_requests_waiting{{{VLLM}}})"),
+    ("exporters", {}, "pods_reporting", f"count(vllm:num_requests_running{{{VLLM}}})"),
     ("kv with fallback", {}, "kv_cache_usage",
      f"avg(vllm:kv_cache_usage_perc{{{VLLM}}}) or avg(vllm:gpu_cache_usage_perc{{{VLLM}}})"),
     ("arrivals", {}, "arrival_rate", f"sum(rate(vllm:request_success_total{{{VLLM}}}[60s]))"),
@@ -301,6 +303,7 @@ def test_snapshot_reads_every_number(fake: FakePrometheus) -> None:
     assert snap.time == AT
     assert (snap.replicas, snap.ready_replicas, snap.starting_replicas) == (4, 3, 1)
     assert (snap.requests_running, snap.requests_waiting) == (120, 7)
+    assert snap.pods_reporting == 3  # exporters scraped, against 3 ready pods
     assert snap.kv_cache_usage == 0.42
     assert (snap.arrival_rate, snap.prompt_tokens_rate, snap.generation_tokens_rate) == (
         21.5, 12000, 3100)
@@ -331,6 +334,7 @@ def test_no_ready_replica_means_zero_load_not_missing_data(fake: FakePrometheus)
     snap = source(fake).snapshot(tgt, AT)
     assert (snap.replicas, snap.ready_replicas, snap.starting_replicas) == (0, 0, 0)
     assert (snap.requests_running, snap.requests_waiting, snap.arrival_rate) == (0, 0, 0)
+    assert snap.pods_reporting == 0
     assert snap.kv_cache_usage == 0
     assert math.isnan(snap.ttft_p99) and math.isnan(snap.gpu_utilization)
 

@@ -213,3 +213,44 @@ def test_running_stuck_at_zero_beside_kv_in_use_stays_in_doubt_on_quiet_ticks() 
     row.update(requests_running=2.0, kv_cache_usage=0.0016)
     (tick,) = feed(checks, [row], start=205)
     assert not any("disagreed" in d for d in tick[1])
+
+
+def _fleet(pods: int, reporting: float, starting: int = 0) -> Capacity:
+    return Capacity(ready_replicas=pods, replicas=pods + starting, batch_size=64,
+                    starting=starting, reporting=reporting)
+
+
+def test_every_pod_scraped_twice_is_found_at_once_even_on_an_idle_service() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    for k in range(20):
+        checks.update(STEP * k, ZERO_PAGE, _fleet(4, 4.0))
+    # a PodMonitor added beside the ServiceMonitor: eight series for four pods, while
+    # every sum still reads 0 (nothing to double)
+    found = checks.update(STEP * 20, ZERO_PAGE, _fleet(4, 8.0))
+    assert {f.rule for f in found} == {"doubled"}
+    assert "requests_running" in {f.metric for f in found}
+
+
+def test_pods_draining_after_a_scale_down_are_a_doubt_not_a_finding() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    for k in range(20):
+        checks.update(STEP * k, ZERO_PAGE, _fleet(8, 8.0))
+    # scaled from 8 to 4: the four removed pods are scraped while they drain
+    ticks = [checks.update(STEP * (20 + k), ZERO_PAGE, _fleet(4, 8.0)) for k in range(3)]
+    assert not any(ticks)
+    # within the grace the pods of the span explain the series: not even a doubt
+    assert not any("exporters" in d for d in checks.doubts)
+
+
+def test_a_ready_pod_never_scraped_is_missing_from_the_sums() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    rows = traffic(30)
+    ticks = [checks.update(STEP * k, row, _fleet(4, 3.0 if k >= 10 else 4.0))
+             for k, row in enumerate(rows)]
+    rules = [{f.rule for f in found} for found in ticks]
+    # four pods ready for minutes, and from tick 10 one of them is not scraped
+    assert not any(rules[:10])
+    assert all("missing" in r for r in rules[10:])
+    # a pod that has just become ready may not be scraped yet: a doubt, not a finding
+    checks.update(STEP * 30, ZERO_PAGE, _fleet(5, 4.0))
+    assert any("exporters scraped for 5 ready pods" in d for d in checks.doubts)

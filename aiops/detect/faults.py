@@ -62,14 +62,14 @@ LOAD_CHANGES: tuple[str, ...] = ("surge", "drop_to_zero", "level_shift", "slow_d
 VLLM_FIELDS: tuple[str, ...] = (
     "requests_running", "requests_waiting", "kv_cache_usage", "arrival_rate",
     "prompt_tokens_rate", "generation_tokens_rate", "ttft_p50", "ttft_p99", "tpot_p99",
-    "gpu_utilization",
+    "gpu_utilization", "pods_reporting",
 )
 """Snapshot fields that come from the model servers' exporters (the rest is the API's)."""
 SUMMED_FIELDS: tuple[str, ...] = (
     "requests_running", "requests_waiting", "arrival_rate", "prompt_tokens_rate",
-    "generation_tokens_rate",
+    "generation_tokens_rate", "pods_reporting",
 )
-"""Fields the queries sum over pods: a pod counted twice counts twice in these."""
+"""Fields the queries sum (or count) over pods: a pod counted twice counts twice here."""
 COUNTER_FIELDS: tuple[str, ...] = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
 """Fields read as ``rate()`` of a counter."""
 COPY_SPREAD_S = 1.0

@@ -30,6 +30,9 @@ Per-metric priors (the type of a metric says what it can do):
   of: one sequence running is a reading.
 - **stuck at an idle value**: the arrival rate reading 0 on ``zero_ticks`` ticks while
   prompts were prefilled on each, without moving in between.
+- **exporters against pods**: the sums add one series per scraped pod, so the number of
+  series (``Snapshot.pods_reporting``) must match the pods. Twice the pods on a steady
+  fleet is every pod counted twice; fewer than the ready pods, a pod's load left out.
 
 Cross-metric physics (log-ratios that load does not move):
 
@@ -124,11 +127,14 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Capacity:
-    """What the Deployment is, this tick: bounds running sequences and scales KV usage."""
+    """What the Deployment is, this tick: bounds running sequences, scales KV usage, and
+    says how many exporters the sums should add up."""
 
     ready_replicas: int
     replicas: int
     batch_size: int  # --max-num-seqs per pod; 0 when unknown
+    starting: int = 0  # pods asked for, not ready yet (their exporters may be up)
+    reporting: float = math.nan  # exporters scraped (series of one gauge); NaN: unknown
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,9 @@ class TelemetryChecks:
         quantile_slack: how far a quantile read from a histogram may sit above the true
             value (4: vLLM's widest latency bucket spans 160-640 s, and
             ``histogram_quantile`` interpolates anywhere inside it).
+        pods_grace: ticks a pod may be ready and not yet scraped, or gone and still
+            scraped (8: two minutes, for service discovery to see a new pod and for a
+            removed one to drain its requests).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -278,19 +287,19 @@ class TelemetryChecks:
                  relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
                  little_slack: float = 2.0, still_s: float = 120.0,
                  zero_ticks: int = 3, pool_ticks: int = 8, window_s: float = 60.0,
-                 quantile_slack: float = 4.0) -> None:
+                 quantile_slack: float = 4.0, pods_grace: int = 8) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
                 and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1
                 and still_s >= 0 and zero_ticks >= 1 and pool_ticks >= 1
-                and window_s >= 0 and quantile_slack >= 1):
+                and window_s >= 0 and quantile_slack >= 1 and pods_grace >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
                              "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
                              "frozen_p <= hold_p < 1, little_slack >= 1, still_s >= 0, "
                              "zero_ticks >= 1, pool_ticks >= 1, window_s >= 0, "
-                             "quantile_slack >= 1")
+                             "quantile_slack >= 1, pods_grace >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
         self.hold_log_p = math.log(hold_p)
@@ -352,6 +361,7 @@ class TelemetryChecks:
         self.zero_run = dict.fromkeys(_ZERO_WITNESS, 0)  # ticks read 0 beside its witness
         self.carried = ""  # the doubt an idle stretch carries (see _carry)
         self.empty_at = np.full(32, np.nan)  # times the system last read empty, newest first
+        self.pods_hist = np.full((pods_grace, 2), np.nan)  # (pods, ready) per tick, newest first
         # per count gauge: decayed readings (not 0) and even ones, the current run of even
         # readings (counted when it ends), and whether a finding came during it
         self.par_obs = np.zeros(len(_COUNT_METRICS))
@@ -382,6 +392,7 @@ class TelemetryChecks:
         self._zero_load(v, dt, found)
         still = self._unchanged(v, time)
         self._parity(v, capacity, found)
+        self._exporters(capacity, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         self._carry(v, time, found)
         if still:
@@ -772,6 +783,49 @@ class TelemetryChecks:
         self.page = v.copy()
         return doubt
 
+    def _exporters(self, cap: Capacity | None, found: dict[str, Finding]) -> None:
+        """As many exporters scraped as there are pods. Every sum adds one series per
+        scraped pod, so a pod scraped twice (a ServiceMonitor beside a PodMonitor) doubles
+        them all, and a ready pod not scraped drops its load out of them, which is how a
+        scale-down would be decided on load that is not there.
+
+        Pods come and go: a new pod is scraped once service discovery sees it, a removed
+        one while it drains. So the count is judged against the pods of the last
+        ``pods_grace`` ticks: more exporters than the most pods of that span, or fewer
+        than the pods ready now, is a doubt. Exactly twice the pods on a fleet that has not
+        changed for that span is every pod counted twice, and fewer exporters than the
+        fewest pods ready in that span is a pod left out (a failed scrape ends its series at
+        once): both are findings."""
+        self.pods_hist = np.roll(self.pods_hist, 1, axis=0)
+        if cap is None or not math.isfinite(cap.reporting):
+            self.pods_hist[0] = np.nan
+            return
+        pods, ready = cap.ready_replicas + cap.starting, cap.ready_replicas
+        self.pods_hist[0] = (pods, ready)
+        n = cap.reporting
+        span = self.pods_hist[np.isfinite(self.pods_hist[:, 0])]
+        most, fewest = float(span[:, 0].max()), float(span[:, 1].min())
+        steady = len(span) == len(self.pods_hist) and most == float(span[:, 0].min())
+        summed = [m for m in (*_COUNT_METRICS, *_RATE_METRICS) if m in self.specs]
+        if n > most:
+            if steady and ready >= 1 and n == 2 * pods:
+                for m in summed:  # every sum is wrong, not one metric
+                    found.setdefault(m, Finding(
+                        m, "doubled", f"{n:g} exporters scraped for {pods} pods: every pod "
+                        "is counted twice in every sum (two scrape jobs?)"))
+            else:
+                self.doubts.append(f"{n:g} exporters scraped for {pods} pods (at most "
+                                   f"{most:g} lately): pods counted twice, or draining")
+        elif n < ready:
+            if n < fewest and steady:
+                for m in summed:
+                    found.setdefault(m, Finding(
+                        m, "missing", f"{n:g} exporters scraped for {ready} pods ready for "
+                        "minutes: a pod's load is missing from every sum"))
+            else:
+                self.doubts.append(f"{n:g} exporters scraped for {ready} ready pods: a "
+                                   "pod's load may be missing from the sums")
+
     def _idle(self, v: FloatArray) -> bool:
         """Every rate and count gauge reads 0: a page no check can judge."""
         names = [m for m in (*_RATE_METRICS, *_COUNT_METRICS) if m in self.specs]
@@ -1074,7 +1128,7 @@ class TelemetryChecks:
             "pool_n": self.pool_n.astype(np.float64),
             "ttft_wait": self.ttft_wait.copy(),
             "recent_w": self.recent_w.copy(), "page": self.page.copy(),
-            "empty_at": self.empty_at.copy(),
+            "empty_at": self.empty_at.copy(), "pods_hist": self.pods_hist.copy(),
             "par_obs": self.par_obs.copy(), "par_even": self.par_even.copy(),
             "par_run": self.par_run.copy(), "par_done": self.par_done.copy(),
             "par_tainted": self.par_tainted.astype(np.float64),
@@ -1095,6 +1149,8 @@ class TelemetryChecks:
         self.recent_w = a["recent_w"]
         if "empty_at" in a:
             self.empty_at = a["empty_at"]
+        if "pods_hist" in a and a["pods_hist"].shape == self.pods_hist.shape:
+            self.pods_hist = a["pods_hist"]
         self.page = a["page"] if "page" in a else np.full(len(self.names), np.nan)
         if "par_obs" in a:
             self.par_obs, self.par_even = a["par_obs"], a["par_even"]

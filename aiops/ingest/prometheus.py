@@ -271,6 +271,7 @@ class PrometheusSource:
             gpu_utilization=self._value(target, "gpu_utilization", promql, at),
             slo_attainment=self._attainment(target, promql, at, no_pods),
             requests_finished=arrival * self.rate_window_s,
+            pods_reporting=vllm("pods_reporting"),
         )
 
     def _attainment(self, target: TargetConfig, promql: dict[str, str], at: float,

@@ -94,6 +94,12 @@ _SPECS: tuple[QuerySpec, ...] = (
               "requests in the running batches", zero_without_pods=True),
     QuerySpec("requests_waiting", "sum(vllm:num_requests_waiting{$vllm})", "requests",
               "requests queued for admission", zero_without_pods=True),
+    # How many exporters the sums add up: one series of a gauge per scraped pod. A pod
+    # scraped twice (a ServiceMonitor beside a PodMonitor) doubles every sum, and a ready
+    # pod not scraped drops out of them; either shows here against the ready count.
+    QuerySpec("pods_reporting", "count(vllm:num_requests_running{$vllm})", "pods",
+              "vLLM exporters scraped (series of one gauge)", required=False,
+              zero_without_pods=True),
     # vLLM deprecated gpu_cache_usage_perc for kv_cache_usage_perc (vLLM PR 18354, 2025)
     # and later stopped emitting the old name by default; both are 0..1 despite "perc".
     # ``or`` takes the new one when present, the old one otherwise.

@@ -797,6 +797,7 @@ class ClusterSim:
             gpu_utilization=util,
             slo_attainment=(1.0 - missed / feasible) if feasible else math.nan,
             requests_finished=self._window(kn.G_COMPLETED),
+            pods_reporting=float(ready),  # every ready pod's exporter, scraped once
         )
 
     def window_slo(self) -> tuple[int, int]:
