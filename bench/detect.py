@@ -4,7 +4,8 @@
         --scorer ../shared/tools/nab_score.py [--detectors knn,seasonal,...] [--out DIR]
         [--baseline CHECKOUT]
 
-A detector can carry parameters, as ``aiops detect --param`` does: ``knn:short=10;lag=8``.
+A detector can carry parameters, as ``aiops detect --param`` does: ``knn:short=10;lag=8``;
+values are JSON, so ``ensemble:members=["knn-novelty","seasonal"];combine="max"`` works too.
 
 For each detector this runs exactly what ``aiops detect --input-dir NAB/data --output-dir
 OUT/<detector> --detector NAME`` runs (the command function itself), then the NAB scorer
@@ -58,6 +59,25 @@ def split_spec(spec: str) -> tuple[str, list[str]]:
     """``knn:short=10,lag=8`` -> ("knn", ["short=10", "lag=8"]) (``aiops detect --param``)."""
     name, _, rest = spec.partition(":")
     return name, [p for p in rest.split(";") if p] if rest else []
+
+
+def split_specs(text: str) -> list[str]:
+    """``--detectors`` into specs: commas inside brackets or quotes belong to a parameter's
+    JSON value (``ensemble:members=["knn","seasonal"]`` is one spec, not two)."""
+    specs: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "[{":
+            depth += 1
+        elif not quoted and ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0 and not quoted:
+            specs.append(text[start:i])
+            start = i + 1
+    specs.append(text[start:])
+    return [s for s in specs if s]
 
 
 def nab_scores(spec: str, data: Path, nab: Path, scorer: Path, out: Path) -> dict[str, Any]:
@@ -176,7 +196,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "aiops").is_dir():
         ap.error(f"--baseline {a.baseline}: not an aiops checkout (no aiops/ folder)")
-    names = list(DETECTORS) if a.detectors == "all" else a.detectors.split(",")
+    names = list(DETECTORS) if a.detectors == "all" else split_specs(a.detectors)
     if DEFAULT_DETECTOR not in names:
         names.insert(0, DEFAULT_DETECTOR)
     data = a.nab / "data"
@@ -188,7 +208,7 @@ def main() -> None:
     if not a.no_throughput:
         longest = max(data.rglob("*.csv"), key=lambda p: p.stat().st_size)
         series = read_series(longest, unsorted="skip")
-        skip = set(a.no_throughput_for.split(","))
+        skip = set(split_specs(a.no_throughput_for))
         speed = {n: throughput(n, series.t, series.x) for n in names if n not in skip}
         # the daemon's tick, with the old default detector and the new one, in this run
         tick = {n: target_tick(n) for n in dict.fromkeys([DEFAULT_DETECTOR, "knn"])}
