@@ -254,3 +254,18 @@ def test_a_ready_pod_never_scraped_is_missing_from_the_sums() -> None:
     # a pod that has just become ready may not be scraped yet: a doubt, not a finding
     checks.update(STEP * 30, ZERO_PAGE, _fleet(5, 4.0))
     assert any("exporters scraped for 5 ready pods" in d for d in checks.doubts)
+
+
+def test_traffic_ending_leaves_no_doubt_for_the_idle_stretch_after_it() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    # the clients stop: no request arrives and no prompt is prefilled, while the requests
+    # still in flight generate their last tokens
+    (drain,) = traffic(1, seed=1)
+    drain.update(arrival_rate=0.0, prompt_tokens_rate=0.0, requests_running=0.0,
+                 kv_cache_usage=0.0)
+    (tick,) = feed(checks, [drain], start=200)
+    assert any("arrival_rate read 0" in d for d in tick[1])  # this tick is held
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
+    assert not any(doubts_with(idle, "idle since"))
+    assert not any(doubts for _, doubts in idle[8:])  # free past the freshness limit

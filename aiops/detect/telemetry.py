@@ -360,6 +360,8 @@ class TelemetryChecks:
         self.page_since = math.nan  # when the page last changed
         self.zero_run = dict.fromkeys(_ZERO_WITNESS, 0)  # ticks read 0 beside its witness
         self.carried = ""  # the doubt an idle stretch carries (see _carry)
+        self.uncarried: set[str] = set()  # this tick's doubts an idle page may clear
+        self.drained: set[str] = set()  # zero-rate suspects raised by traffic ending
         self.empty_at = np.full(32, np.nan)  # times the system last read empty, newest first
         self.pods_hist = np.full((pods_grace, 2), np.nan)  # (pods, ready) per tick, newest first
         # per count gauge: decayed readings (not 0) and even ones, the current run of even
@@ -383,6 +385,7 @@ class TelemetryChecks:
         v = np.array([float(values.get(n, math.nan)) for n in self.names])
         found: dict[str, Finding] = {}
         self.doubts = []
+        self.uncarried = set()
         self._priors(v, capacity, found)
         self._frozen(v, capacity, dt, found)
         ratios = self._relations(v, capacity, dt, found)
@@ -390,13 +393,11 @@ class TelemetryChecks:
         self._stuck_queue(v, capacity, found)
         self._little(v, dt, found)
         self._zero_load(v, dt, found)
-        still = self._unchanged(v, time)
+        self._unchanged(v, time)
         self._parity(v, capacity, found)
         self._exporters(capacity, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         self._carry(v, time, found)
-        if still:
-            self.doubts.append(still)
         good = not found
         self._learn_repeats(v, capacity, dt, good)
         self._learn_parity(v, capacity, good)
@@ -758,8 +759,15 @@ class TelemetryChecks:
                 self.suspects[f"zero:{m}"] = (
                     f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
                     "and has not moved since")
+                # only rates that outlast it count: traffic ending (in-flight requests
+                # generating, finishing), which the idle ticks after it confirm
+                if _ZERO_WITNESS.get(m) in busy:
+                    self.drained.discard(f"zero:{m}")
+                else:
+                    self.drained.add(f"zero:{m}")
+        self.uncarried.update(d for k, d in self.suspects.items() if k in self.drained)
 
-    def _unchanged(self, v: FloatArray, time: float) -> str:
+    def _unchanged(self, v: FloatArray, time: float) -> None:
         """Not one metric changed since the last tick. An idle service reads the same page
         every tick (zeros, no latency), and so does a series whose scrapes stopped:
         Prometheus returns its last sample for its lookback (five minutes), and only the
@@ -769,19 +777,19 @@ class TelemetryChecks:
         stood that long; after that a stopped scrape would have been refused, and what is
         left is an idle service. (A scrape that stops partway through an idle stretch is
         unseen by this, and no value can tell it; the timestamps do.) Not longer: a real
-        outage or a service gap reads the same, and must be scaled down. Returns the doubt,
-        or "" (kept apart from the others: an unchanged page is no evidence about the
-        metrics, and is not carried through an idle stretch by :meth:`_carry`)."""
-        doubt = ""
+        outage or a service gap reads the same, and must be scaled down. (Not carried
+        through an idle stretch by :meth:`_carry`: it is about the scrape, not the values,
+        and the ingest's freshness limit bounds it.)"""
         if np.array_equal(v, self.page, equal_nan=True) and math.isfinite(self.page_since):
             still = time - self.page_since
             if still < self.still_s:
                 doubt = (f"no metric changed for {still:.0f} s: an idle service or a stopped "
                          f"scrape, which the ingest refuses only after {self.still_s:g} s")
+                self.doubts.append(doubt)
+                self.uncarried.add(doubt)
         else:
             self.page_since = time
         self.page = v.copy()
-        return doubt
 
     def _exporters(self, cap: Capacity | None, found: dict[str, Finding]) -> None:
         """As many exporters scraped as there are pods. Every sum adds one series per
@@ -838,14 +846,15 @@ class TelemetryChecks:
         or the fault is still there: a flatline at 0, a ×1000 latency with no request to
         time, a doubled 0. So it cannot clear what the last tick with traffic left in
         doubt, and a scale-down on it would be decided on telemetry last seen wrong. Only a
-        tick with traffic and nothing found or doubted clears it. (Not the unchanged-page
-        doubt: that one is about the scrape, not the values, and is bounded by the
-        ingest's freshness limit.)"""
+        tick with traffic and nothing found or doubted clears it. Not carried: what an idle
+        page confirms (``uncarried``: the unchanged page, bounded by the ingest's freshness
+        limit; a rate at 0 beside only the rates that outlast it, which is traffic ending)."""
         if self._idle(v):
             if self.carried:
                 self.doubts.append(self.carried)
             return
-        reasons = [f.detail for f in found.values()] or self.doubts
+        reasons = [f.detail for f in found.values()] or [
+            d for d in self.doubts if d not in self.uncarried]
         self.carried = (f"telemetry in doubt on the last tick with traffic ({time:.0f} s: "
                         f"{reasons[0]}), and idle since: an idle page cannot clear it"
                         if reasons else "")
@@ -1111,7 +1120,8 @@ class TelemetryChecks:
                                        "prev_inside": self.prev_inside,
                                        "last_queued": self.last_queued,
                                        "page_since": self.page_since,
-                                       "carried": self.carried}
+                                       "carried": self.carried,
+                                       "drained": ",".join(sorted(self.drained))}
         meta.update({f"good.{n}": x for n, x in self.good.items()})
         meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
         meta.update({f"zero_run.{k}": n for k, n in self.zero_run.items()})
@@ -1171,6 +1181,7 @@ class TelemetryChecks:
         self.prev_inside = _num(m.get("prev_inside"))
         self.page_since = _num(m.get("page_since"))
         self.carried = str(m.get("carried") or "")
+        self.drained = {k for k in str(m.get("drained") or "").split(",") if k}
         self.zero_run = {k: int(_num(m.get(f"zero_run.{k}", 0))) for k in _ZERO_WITNESS}
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
         self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
