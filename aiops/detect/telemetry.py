@@ -996,8 +996,7 @@ class TelemetryChecks:
             elif m not in found:  # two ticks in a row
                 found[m] = Finding(m, "latency_unit", why)
         self.latency_over = set(over)
-        inside = self._inside(v)
-        if inside == 0:
+        if self._inside(v) == 0 and not found:  # a gauge stuck at 0 is no empty system
             self.empty_at = np.roll(self.empty_at, 1)
             self.empty_at[0] = time
 
