@@ -231,7 +231,7 @@ def test_every_pod_scraped_twice_is_found_at_once_even_on_an_idle_service() -> N
     assert "requests_running" in {f.metric for f in found}
 
 
-def test_pods_draining_after_a_scale_down_are_a_doubt_not_a_finding() -> None:
+def test_pods_draining_after_a_scale_down_are_no_fault() -> None:
     checks = TelemetryChecks(VLLM_METRICS)
     for k in range(20):
         checks.update(STEP * k, ZERO_PAGE, _fleet(8, 8.0))
@@ -269,3 +269,12 @@ def test_traffic_ending_leaves_no_doubt_for_the_idle_stretch_after_it() -> None:
     idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
     assert not any(doubts_with(idle, "idle since"))
     assert not any(doubts for _, doubts in idle[8:])  # free past the freshness limit
+
+
+def test_more_exporters_than_pods_but_not_twice_as_many_is_a_doubt() -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    for k in range(20):
+        checks.update(STEP * k, ZERO_PAGE, _fleet(4, 4.0))
+    # six series for four pods that have not changed: some counted twice, or a stray job
+    assert not checks.update(STEP * 20, ZERO_PAGE, _fleet(4, 6.0))
+    assert any("6 exporters scraped for 4 pods" in d for d in checks.doubts)

@@ -744,8 +744,7 @@ class TelemetryChecks:
                         m, "frozen", f"{m} read 0 on {self.zero_run[m]} ticks while "
                         f"{witness} counted (now {w * dt:.0f} a tick) and has not moved "
                         "since: stuck at an idle value")
-        gauges = [values_of(v, self.names, m) for m in _COUNT_METRICS if m in self.specs]
-        if all(x[m] == 0 for m in rates) and all(g == 0 for g in gauges):
+        if self._idle(v):
             for m in rates:
                 if self.zero_run.get(m, 0) < self.zero_ticks:
                     self.suspects.pop(f"zero:{m}", None)
