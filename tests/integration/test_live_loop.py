@@ -51,6 +51,10 @@ def scale_up_bound(loop: LiveLoop) -> float:
 
     * the fleet fills: in-system requests pass the HPA's 0.7 x batch (+10 % tolerance)
       within one request's service time (prefill + every decode step at a full batch);
+      the arrival rate the policy follows is vLLM's completions, which lag arrivals by
+      that same service time;
+    * the rate over ``rate_window_s`` rises from the old load to the new one across a
+      whole window, and passes one replica's capacity somewhere inside it;
     * the next scrape (``scrape_interval_s``) puts it in Prometheus;
     * the next tick (``interval_s``; the policy, ``predictive`` acting as the HPA with no
       forecast yet, evaluates at every tick) sees it;
@@ -62,7 +66,8 @@ def scale_up_bound(loop: LiveLoop) -> float:
     ctx = loop.s.context_tokens
     service = (float(p.idle_ttft(ctx))
                + loop.s.generated_tokens * p.step_time(batch, ctx + loop.s.generated_tokens))
-    return service + loop.s.scrape_interval_s + 2 * loop.s.interval_s + 5.0
+    return (service + loop.s.rate_window_s + loop.s.scrape_interval_s
+            + 2 * loop.s.interval_s + 5.0)
 
 
 def check_guardrails(loop: LiveLoop, cfg: dict[str, object]) -> None:
