@@ -37,12 +37,25 @@ def test_a_schedule_buys_a_large_fleet_only_for_the_bucket_that_needs_it(bench) 
 
 
 def test_a_dip_shorter_than_the_way_back_up_keeps_the_fleet(bench) -> None:
-    hard, easy = [500.0, 0.0], [0.0, 0.0]
-    c = curves(bench, [hard, easy, hard], (2, 8))
+    hard, easy = [500.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    c = curves(bench, [hard, easy, hard], (2, 8, 16))
     # dropping to 2 for the easy bucket saves 6 replicas x 300 s; coming back costs 6 cold
     # starts: worth it at 90 s each, not at 600 s
     assert bench["cheapest_schedule"](c, 0.99, 90.0).fleet == (8, 2, 8)
     assert bench["cheapest_schedule"](c, 0.99, 600.0).fleet == (8, 8, 8)
+
+
+def test_sized_on_the_last_bucket_a_schedule_is_late_for_a_change(bench) -> None:
+    easy, hard = [5.0, 2.0, 1.0], [200.0, 60.0, 8.0]
+    c = curves(bench, [easy, easy, easy, hard, easy, easy], (2, 4, 8))
+    lagged = bench["lagged_schedule"](c, 0.99, 90.0)
+    # the hard bucket is seen only after it: 2 replicas there miss 200 of 1,000, more than
+    # the run's budget, so only a price that holds a larger fleet everywhere reaches 99 %
+    assert lagged.fleet[3] == 8 and lagged.attainment >= 0.99
+    assert lagged.gpu_hours > bench["cheapest_schedule"](c, 0.99, 90.0).gpu_hours
+    # with a budget for one hard bucket at 2 replicas, it is late by one bucket both ways
+    c2 = curves(bench, [easy, easy, hard, hard, hard, easy], (2, 4, 8))
+    assert bench["lagged_schedule"](c2, 0.96, 90.0).fleet == (2, 2, 2, 8, 8, 8)
 
 
 def test_no_schedule_when_the_largest_fleet_misses_the_target(bench) -> None:
