@@ -29,8 +29,8 @@ on the last bucket's misses; the bundled diurnal day 0.87x and 1.00x. The second
 the sizes offered: a choice between fewer sizes changes less on noise (the bundled day, on
 8, 12 and 16 replicas only: 0.95x).
 
-``--json`` writes every curve and the schedule; ``--plot`` draws each workload's schedule
-against its cheapest fixed fleet.
+``--json`` writes every curve and both schedules; ``--plot`` draws them against each
+workload's cheapest fixed fleet.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ BISECTIONS = 80
 class Curves:
     """Per bucket and fleet size: ``requests[b]`` finished and ``misses[b][k]`` among them
     that missed the SLO on a fixed fleet of ``sizes[k]``; ``seconds[b]`` the bucket's length
-    (the last one may be cut short by the end of the run)."""
+    (the last one may be cut short by the end of the run); ``gpus`` per replica."""
 
     sizes: tuple[int, ...]
     requests: tuple[float, ...]
     misses: tuple[tuple[float, ...], ...]
     seconds: tuple[float, ...]
+    gpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,15 @@ def _evaluate(curves: Curves, path: Sequence[int], cold_start_s: float,
     rises = sum(max(sizes[b] - sizes[a], 0) for a, b in itertools.pairwise(path))
     seconds = (sum(sizes[k] * s for k, s in zip(path, curves.seconds, strict=True))
                + rises * cold_start_s)
-    return Schedule(fleet=tuple(sizes[k] for k in path), gpu_hours=seconds / 3600.0,
+    return Schedule(fleet=tuple(sizes[k] for k in path),
+                    gpu_hours=seconds * curves.gpus / 3600.0,
                     attainment=1.0 - missed / requests if requests > 0 else math.nan,
                     price=price)
 
 
 def cheapest_schedule(curves: Curves, target: float, cold_start_s: float) -> Schedule | None:
     """The cheapest schedule whose attainment over the run reaches ``target``; None when
-    even the largest fleet throughout does not (GPU-hours of one replica per GPU)."""
+    even the largest fleet throughout does not."""
     if not curves.requests or not curves.sizes:
         return None
     largest = len(curves.sizes) - 1
@@ -158,7 +160,8 @@ def lagged_schedule(curves: Curves, target: float, cold_start_s: float) -> Sched
     """The cheapest schedule, over one price held all run, that sizes each bucket on the
     *last* bucket's misses (the first on its own): what knowing the miss curve of the past
     five minutes, and the right price, would save. A policy sees its misses only as they
-    happen, and only at the fleet it has; this is the most it could make of them."""
+    happen, and only at the fleet it has: this is what it could make of them five minutes
+    late (it reacts every tick, so it may do better)."""
     if len(curves.requests) < 2 or not curves.sizes:
         return None
     sizes = np.asarray(curves.sizes, dtype=np.float64)
@@ -181,18 +184,18 @@ def cheapest_fixed(curves: Curves, target: float) -> tuple[int, float, float] | 
         missed = sum(row[k] for row in curves.misses)
         att = 1.0 - missed / requests if requests > 0 else math.nan
         if att >= target:
-            return size, size * sum(curves.seconds) / 3600.0, att
+            return size, size * curves.gpus * sum(curves.seconds) / 3600.0, att
     return None
 
 
 # --------------------------------------------------------------------------- the replays
 
 
-def _record(job: tuple[str, int, int, float]) -> tuple[int, dict[int, tuple[float, float]],
-                                                       float, float]:
-    """Replay one workload on a fixed fleet: {bucket: (finished, missed)}, the cold start
-    and the run's length in seconds."""
-    text, index, size, bucket_s = job
+def _record(job: tuple[str, int, int, float, str]
+            ) -> tuple[int, dict[int, tuple[float, float]], float, float, int]:
+    """Replay one workload on a fixed fleet: {bucket: (finished, missed)}, the cold start,
+    the run's length in seconds and the GPUs per replica."""
+    text, index, size, bucket_s, profile = job
     from aiops.policy import make_policy
     from aiops.policy.base import PolicySpec
     from aiops.sim.profiles import load_profile
@@ -201,7 +204,7 @@ def _record(job: tuple[str, int, int, float]) -> tuple[int, dict[int, tuple[floa
 
     ref = _workload_ref()(text, index)
     w = ref.load()
-    setup = EvalSetup(load_profile("llama3-8b-a100"))
+    setup = EvalSetup(load_profile(profile))
     ctx = setup.context(w)
     inner = make_policy(PolicySpec.parse(f"static:replicas={size}"), ctx,
                         peak_replicas=peak_replicas(w, ctx), workload=w,
@@ -228,29 +231,31 @@ def _record(job: tuple[str, int, int, float]) -> tuple[int, dict[int, tuple[floa
             return inner.decide(inp, state)
 
     run_on(Recording(), EvalWorkload(ref.spec, w), setup, start=size)
-    return size, buckets, ctx.cold_start_s, float(w.duration)
+    return (size, buckets, ctx.cold_start_s, float(w.duration),
+            setup.profile.gpus_per_replica)
 
 
 def record_curves(text: str, index: int, sizes: Sequence[int], bucket_s: float,
-                  jobs: int) -> tuple[Curves, float]:
+                  jobs: int, profile: str) -> tuple[Curves, float]:
     """The miss curves of one workload and its cold start, one replay per size."""
     from rich.progress import Progress
 
     runs: dict[int, dict[int, tuple[float, float]]] = {}
     cold = duration = 0.0  # the same for every size: the workload's and the profile's
+    gpus = 1
     with Progress(transient=True) as bar, ProcessPoolExecutor(jobs) as pool:
         task = bar.add_task(f"{text}: fixed fleets", total=len(sizes))
-        for size, buckets, cold_s, run_s in pool.map(_record, [(text, index, s, bucket_s)
-                                                               for s in sizes]):
-            runs[size], cold, duration = buckets, cold_s, run_s
+        for size, buckets, cold_s, run_s, per_replica in pool.map(
+                _record, [(text, index, s, bucket_s, profile) for s in sizes]):
+            runs[size], cold, duration, gpus = buckets, cold_s, run_s, per_replica
             bar.advance(task)
     # every bucket of the run, those with no request (a service gap) too: a fleet costs there
     keys = range(max(1, math.ceil(duration / bucket_s)))
     seconds = tuple(min(bucket_s, duration - b * bucket_s) for b in keys)
-    # requests per bucket from the largest fleet, which finishes every request in time
+    # requests per bucket as the largest fleet counted them (every size finishes about as many)
     requests = tuple(runs[sizes[-1]].get(b, (0.0, 0.0))[0] for b in keys)
     misses = tuple(tuple(runs[s].get(b, (0.0, 0.0))[1] for s in sizes) for b in keys)
-    return Curves(tuple(sizes), requests, misses, seconds), cold
+    return Curves(tuple(sizes), requests, misses, seconds, gpus), cold
 
 
 def _label(text: str) -> str:
@@ -314,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="seconds a schedule holds one size (default %(default)s)")
     ap.add_argument("--target", type=float, default=0.99,
                     help="SLO attainment over feasible requests (default %(default)s)")
+    ap.add_argument("--profile", default="llama3-8b-a100",
+                    help="model/hardware profile name or YAML path (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
@@ -326,15 +333,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         _fail(f"--jobs {args.jobs}: expected >= 1")
     from aiops.errors import InputError
+    from aiops.sim.profiles import load_profile
 
-    for i, text in enumerate(args.workload):  # every workload checked before any replay
+    try:  # the profile and every workload checked before any replay
+        load_profile(args.profile)
+    except InputError as err:
+        _fail(f"--profile: {err}")
+    for i, text in enumerate(args.workload):
         try:
             _workload_ref()(text, i).load()
         except InputError as err:
             _fail(f"--workload: {err}")
     rows: list[dict[str, Any]] = []
     for i, text in enumerate(args.workload):
-        curves, cold = record_curves(text, i, sizes, args.bucket, args.jobs)
+        curves, cold = record_curves(text, i, sizes, args.bucket, args.jobs, args.profile)
         sched = cheapest_schedule(curves, args.target, cold)
         lagged = lagged_schedule(curves, args.target, cold)
         fixed = cheapest_fixed(curves, args.target)

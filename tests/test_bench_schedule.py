@@ -70,6 +70,7 @@ def test_no_schedule_when_the_largest_fleet_misses_the_target(bench) -> None:
     (["--target", "99"], "--target"),
     (["--bucket", "0"], "--bucket"),
     (["--workload", "synthetic:no-such-thing"], "--workload"),
+    (["--profile", "no-such-profile"], "--profile"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(bench, capsys, args, named) -> None:
     argv = ["--workload", "synthetic:steady", *args] if args[0] != "--workload" else args
