@@ -23,7 +23,8 @@ def curves(bench: dict[str, Any], misses: list[list[float]], sizes: tuple[int, .
                            tuple(tuple(row) for row in misses), tuple(300.0 for _ in misses))
 
 
-def test_a_schedule_buys_a_large_fleet_only_for_the_bucket_that_needs_it(bench) -> None:
+def test_a_schedule_buys_a_large_fleet_only_for_the_bucket_that_needs_it(
+        bench: dict[str, Any]) -> None:
     easy, hard = [5.0, 2.0, 1.0], [200.0, 60.0, 8.0]
     c = curves(bench, [easy, easy, easy, hard, easy, easy], (2, 4, 8))
     # 99 % of 6,000 requests leaves 60 misses: 4 replicas in the hard bucket miss too many
@@ -36,7 +37,7 @@ def test_a_schedule_buys_a_large_fleet_only_for_the_bucket_that_needs_it(bench) 
     assert bench["cheapest_fixed"](c, 0.99) == pytest.approx((8, 4.0, 1 - 13 / 6000))
 
 
-def test_a_dip_shorter_than_the_way_back_up_keeps_the_fleet(bench) -> None:
+def test_a_dip_shorter_than_the_way_back_up_keeps_the_fleet(bench: dict[str, Any]) -> None:
     hard, easy = [500.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     c = curves(bench, [hard, easy, hard], (2, 8, 16))
     # dropping to 2 for the easy bucket saves 6 replicas x 300 s; coming back costs 6 cold
@@ -45,7 +46,7 @@ def test_a_dip_shorter_than_the_way_back_up_keeps_the_fleet(bench) -> None:
     assert bench["cheapest_schedule"](c, 0.99, 600.0).fleet == (8, 8, 8)
 
 
-def test_sized_on_the_last_bucket_a_schedule_is_late_for_a_change(bench) -> None:
+def test_sized_on_the_last_bucket_a_schedule_is_late_for_a_change(bench: dict[str, Any]) -> None:
     easy, hard = [5.0, 2.0, 1.0], [200.0, 60.0, 8.0]
     c = curves(bench, [easy, easy, easy, hard, easy, easy], (2, 4, 8))
     lagged = bench["lagged_schedule"](c, 0.99, 90.0)
@@ -58,7 +59,7 @@ def test_sized_on_the_last_bucket_a_schedule_is_late_for_a_change(bench) -> None
     assert bench["lagged_schedule"](c2, 0.96, 90.0).fleet == (2, 2, 2, 8, 8, 8)
 
 
-def test_no_schedule_when_the_largest_fleet_misses_the_target(bench) -> None:
+def test_no_schedule_when_the_largest_fleet_misses_the_target(bench: dict[str, Any]) -> None:
     c = curves(bench, [[400.0, 100.0], [400.0, 100.0]], (2, 4))
     assert bench["cheapest_schedule"](c, 0.99, 90.0) is None
     assert bench["cheapest_fixed"](c, 0.99) is None
@@ -72,7 +73,9 @@ def test_no_schedule_when_the_largest_fleet_misses_the_target(bench) -> None:
     (["--workload", "synthetic:no-such-thing"], "--workload"),
     (["--profile", "no-such-profile"], "--profile"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(bench, capsys, args, named) -> None:
+def test_bad_input_is_one_error_line_and_exit_2(bench: dict[str, Any],
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 args: list[str], named: str) -> None:
     argv = ["--workload", "synthetic:steady", *args] if args[0] != "--workload" else args
     with pytest.raises(SystemExit) as exc:
         bench["main"](argv)
