@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "curves": {"requests": curves.requests, "misses": curves.misses},
         }
         rows.append(row)
+        if args.json:  # after each workload: a week's replays are not lost to a later one
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
         if sched is None:
             print(f"{text}: no schedule reaches {args.target:.1%} "
                   f"(not even {sizes[-1]} replicas throughout)")
@@ -372,9 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             vs = f", {lagged.gpu_hours / fixed[1]:.2f}x" if fixed else ""
             print(f"  sized on the last bucket's misses: {lagged.gpu_hours:.2f} GPU-h at "
                   f"{lagged.attainment:.2%}{vs}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     if args.plot:
         drawn = [r for r in rows if r["schedule"]]
         if drawn:
