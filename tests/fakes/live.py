@@ -87,6 +87,12 @@ class LiveSettings:
     interval_s: float = 2.0  # the daemon's tick
     scrape_interval_s: float = 1.0
     rate_window_s: float = 10.0  # four scrapes and more: rate() survives a missed one
+    # The daemon starts once the fleet has served a rate window and two scrapes, as it does
+    # in a cluster against a service already running: within the first window of a
+    # service's life, prompts are counted (at prefill) before their completions, so tokens
+    # per request read high, and ``predictive`` would plan at a capacity a third of the
+    # real one from its first reading on.
+    daemon_after_s: float = 12.0
     stale_after_s: float = 10.0
     cooldown_s: float = 10.0
     scale_down_stabilization_s: float = 20.0
@@ -210,6 +216,7 @@ class LiveLoop:
         self.prometheus = PrometheusServer(prometheus_binary(), self.root / "prometheus",
                                            self._prometheus_config())
         self.relay.point_at(int(self.prometheus.start().rsplit(":", 1)[1]))
+        time.sleep(max(0.0, self.s.daemon_after_s - self.elapsed()))
         self._start_daemon()
         return self
 
