@@ -19,6 +19,7 @@ from aiops.policy.predictive import (
     MIX_TRUST,
     PredictivePolicy,
     PredictiveState,
+    running_mean,
     window_load,
 )
 from aiops.types import Forecast, Snapshot
@@ -175,6 +176,39 @@ def test_over_days_the_slow_integral_meets_its_goal_where_a_leak_alone_falls_sho
     # The base's integral has no such offset: the last day lands on the goal, counted per
     # request (an integral per minute would let the peak's misses through).
     assert closed_loop_attainment(policy(), 3) == pytest.approx(DEFAULTS["goal"], abs=3e-4)
+
+
+def test_a_running_mean_weighs_its_first_readings_alike_and_then_decays() -> None:
+    alpha = 1.0 - math.exp(-15.0 / 86_400)
+    mean, weight = -1.0, 0.0
+    for x in (2.0, 50.0, 98.0):
+        mean, weight = running_mean(mean, weight, x, alpha)
+    # Three readings in a day-long mean: their plain average, whatever the first one was.
+    assert mean == pytest.approx(50.0, rel=1e-3)
+    # Long after the start, a reading moves it by alpha, as an exponential mean.
+    mean, weight = 50.0, 1.0
+    assert running_mean(mean, weight, 150.0, alpha)[0] == pytest.approx(50.0 + 100.0 * alpha)
+
+
+def base_after_a_burst(first: float) -> float:
+    """The base spare after a service's first tick of ``first`` requests, 40 quiet ticks of
+    50 and one tick of 200 of which a fifth missed."""
+    p = policy()
+    state = p.initial_state()
+    ticks = [(first, 1.0)] + [(50.0, 1.0)] * 40 + [(200.0, 0.8)]
+    for i, (n, a) in enumerate(ticks):
+        _, state = p.decide(PolicyInput(snap(15.0 * i, 4, attainment=a, finished=n), CTX),
+                            state)
+    return state.base
+
+
+def test_a_services_first_tick_does_not_scale_the_steps_of_the_slow_integral() -> None:
+    # The base's steps are measured against the mean requests per tick. A first tick of 2
+    # requests against one of 50 must not make the same burst's step many times larger: the
+    # mean of 41 ticks is about 50 either way.
+    small, typical = base_after_a_burst(2.0), base_after_a_burst(50.0)
+    assert typical > DEFAULTS["spare"]
+    assert small - DEFAULTS["spare"] == pytest.approx(typical - DEFAULTS["spare"], rel=0.1)
 
 
 def test_misses_while_replicas_are_still_starting_do_not_raise_the_spare() -> None:

@@ -143,7 +143,8 @@ class PredictiveState:
     ``spare`` is the learnt square-root spare and ``base`` the value it relaxes to;
     ``missed`` and ``finished`` are the decayed request counts of the controller's horizon;
     ``mean_finished`` the day-long mean of requests finished per tick (negative before the
-    first); ``loads`` the observed loads of the burst window, in replicas; ``mix`` the
+    first) and ``mean_weight`` how much of its day has been seen (:func:`running_mean`);
+    ``loads`` the observed loads of the burst window, in replicas; ``mix`` the
     smoothed (requests/s, prompt tokens/s, generated tokens/s) (negative before the first);
     ``smoothed`` the smoothed rate (negative before the first observation);
     ``plans`` the (time, replicas) plans of the scale-down window.
@@ -152,12 +153,30 @@ class PredictiveState:
     spare: float = DEFAULTS["spare"]
     base: float = DEFAULTS["spare"]
     mean_finished: float = -1.0
+    mean_weight: float = 0.0
     missed: float = 0.0
     finished: float = 0.0
     loads: tuple[tuple[float, float], ...] = ()
     mix: tuple[float, float, float] = (-1.0, 0.0, 0.0)
     smoothed: float = -1.0
     plans: tuple[tuple[float, int], ...] = ()
+
+
+def running_mean(mean: float, weight: float, x: float, alpha: float) -> tuple[float, float]:
+    """An exponential mean whose start weighs each reading by what has been seen so far.
+
+    ``weight`` is the share of the time constant already seen, ``1 - (1 - alpha)^k`` after k
+    readings; each reading moves the mean by ``alpha / weight``: the whole way for the first,
+    a k-th of the way for the k-th while k is small against the time constant, ``alpha``
+    once it is large. Seeded with its first reading instead, a day-long mean keeps that
+    reading for most of a day, and a service's first tick is its least typical: a handful of
+    requests where the day averages dozens, which made every step of the slow integral
+    several times too large (on the Azure code hour one burst at minute four raised the base
+    spare from 1.0 to 1.5, and it held the fleet up for the rest of the hour). Returns the new
+    (mean, weight).
+    """
+    weight = (1.0 - alpha) * weight + alpha
+    return mean + alpha / weight * (x - mean), weight
 
 
 @dataclass(frozen=True)
@@ -244,13 +263,13 @@ class PredictivePolicy:
         a, n = snap.slo_attainment, snap.requests_finished
         minutes = ctx.interval_s / 60.0
         budget = 1.0 - p["target"]
-        base, mean_n = state.base, state.mean_finished
+        base, mean_n, mean_w = state.base, state.mean_finished, state.mean_weight
         if math.isfinite(a) and math.isfinite(n) and n > 0:
             missed_now = (1.0 - min(max(a, 0.0), 1.0)) * n
             missed += missed_now
             finished += n
             alpha = 1.0 - math.exp(-ctx.interval_s / MEAN_LOAD_S)
-            mean_n = n if mean_n <= 0 else mean_n + alpha * (n - mean_n)
+            mean_n, mean_w = running_mean(mean_n, mean_w, n, alpha)
             # Every request counts here, those of late scale-ups too: this is the integral
             # that makes the week's attainment, not just the settled ticks', meet the goal.
             goal_budget = 1.0 - p["goal"]
@@ -268,7 +287,7 @@ class PredictivePolicy:
         spare -= p["leak"] * (spare - base) * minutes
         spare = min(max(spare, 0.0), p["max_spare"])
         return dataclasses.replace(state, spare=spare, base=base, mean_finished=mean_n,
-                                   missed=missed, finished=finished)
+                                   mean_weight=mean_w, missed=missed, finished=finished)
 
     # ------------------------------------------------------------------ the plan
     @staticmethod
