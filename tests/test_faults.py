@@ -27,6 +27,7 @@ from aiops.detect.faults import (
     TELEMETRY_FAULTS,
     Fault,
     FaultySource,
+    load_change_of,
     load_factor,
     reshape,
 )
@@ -224,3 +225,19 @@ def test_reshape_multiplies_the_rate_where_the_change_is(workload: Workload) -> 
         Fault("meteor", 0.0, 1.0)
     with pytest.raises(ValueError, match="needs a metric"):
         Fault("flatline", 0.0, 1.0)
+
+
+def test_a_fault_is_judged_against_the_load_change_it_comes_with(workload: Workload) -> None:
+    # A stuck queue comes with a surge; its reference is that surge read truly, the same
+    # requests as the faulted run (the clean workload would count the surge as the fault's).
+    stuck = Fault("queue_stuck", 600.0, 600.0, metric="requests_waiting", factor=10.0)
+    change = load_change_of(stuck)
+    assert change is not None and change.kind == "surge" and change.factor == 10.0
+    assert not change.telemetry
+    faulted, true = reshape(workload, [stuck], seed=3), reshape(workload, [change], seed=3)
+    assert np.array_equal(faulted.arrivals, true.arrivals)
+    assert len(true) > len(workload)
+    # The other telemetry faults change only what is read; a real change is its own.
+    assert load_change_of(Fault("flatline", 0.0, 1.0, metric="arrival_rate")) is None
+    drop = Fault("drop_to_zero", 0.0, 1.0)
+    assert load_change_of(drop) == drop

@@ -273,6 +273,20 @@ def load_factor(change: Fault) -> Callable[[FloatArray], FloatArray]:
     return f
 
 
+def load_change_of(event: Fault) -> Fault | None:
+    """The real change of load ``event`` brings: itself for a load change; for a stuck
+    queue, the surge that comes with it (a queue stuck near empty under spare capacity is
+    no fault that matters); None for the other telemetry faults, which change only what is
+    read. The reference a telemetry fault is judged against is its scenario with this change
+    and without the fault: the decisions the daemon would make on true numbers."""
+    if not event.telemetry:
+        return event
+    if event.kind == "queue_stuck":
+        return replace(event, kind="surge", metric="",
+                       factor=event.factor if event.factor != 1.0 else 4.0)
+    return None
+
+
 def reshape(w: Workload, changes: Sequence[Fault], seed: int = 0) -> Workload:
     """``w`` with its request rate multiplied by each change's :func:`load_factor`.
 
@@ -284,14 +298,13 @@ def reshape(w: Workload, changes: Sequence[Fault], seed: int = 0) -> Workload:
     copies of one request spread over a long gap would arrive one a tick with identical
     prompts, a metronome no client makes.
     """
-    changes = [c for c in changes if not c.telemetry or c.kind == "queue_stuck"]
+    changes = [c for c in map(load_change_of, changes) if c is not None]
     if not changes or len(w) == 0:
         return w
     t = w.arrivals
     m = np.ones(len(t))
     for c in changes:
-        m *= load_factor(c if c.kind != "queue_stuck" else replace(
-            c, kind="surge", metric="", factor=c.factor if c.factor != 1.0 else 4.0))(t)
+        m *= load_factor(c)(t)
     rng = np.random.default_rng(seed)
     whole = np.floor(m).astype(np.int64)
     n = whole + (rng.random(len(t)) < m - whole).astype(np.int64)
