@@ -62,11 +62,11 @@ def test_a_doubt_on_the_last_tick_with_traffic_outlasts_the_idle_ticks_after_it(
     checks = TelemetryChecks(VLLM_METRICS)
     feed(checks, traffic(200))
     (row,) = traffic(1, seed=1)
-    row.update(arrival_rate=0.0)  # prompts prefilled, no request counted: stuck, or late?
+    row["prompt_tokens_rate"] *= 2  # twice the usual prompt per request: a unit, or a mix?
     (tick,) = feed(checks, [row], start=200)
-    assert not tick[0] and any("arrival_rate read 0" in d for d in tick[1])
-    # idle pages read the same whether the rate is stuck at 0 or the service is idle, so
-    # they keep the doubt, past the unchanged page's freshness limit too
+    assert not tick[0] and any("off its usual" in d for d in tick[1])
+    # idle pages cannot judge a ratio (no request to count tokens of), so they keep the
+    # doubt, past the unchanged page's freshness limit too
     idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
     assert all(doubts_with(idle, "idle since"))
     assert not any(found for found, _ in idle)  # a doubt, never an alarm
@@ -256,6 +256,21 @@ def test_a_ready_pod_never_scraped_is_missing_from_the_sums() -> None:
     assert any("exporters scraped for 5 ready pods" in d for d in checks.doubts)
 
 
+def test_the_last_arrivals_prefilled_a_tick_late_leave_no_doubt_for_the_idle_after_them(
+        ) -> None:
+    # traffic stops at once: the window that ends after the last arrival counts none, and
+    # counts their prompts, prefilled just after it. Idle pages follow, and are idle.
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    (row,) = traffic(1, seed=1)
+    row.update(arrival_rate=0.0)
+    (tick,) = feed(checks, [row], start=200)
+    assert not tick[0] and any("arrival_rate read 0" in d for d in tick[1])
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
+    assert not any(doubts_with(idle, "idle since"))
+    assert not any(doubts for _, doubts in idle[8:])  # nothing once the page has stood
+
+
 def test_traffic_ending_leaves_no_doubt_for_the_idle_stretch_after_it() -> None:
     checks = TelemetryChecks(VLLM_METRICS)
     feed(checks, traffic(200))
@@ -278,3 +293,4 @@ def test_more_exporters_than_pods_but_not_twice_as_many_is_a_doubt() -> None:
     # six series for four pods that have not changed: some counted twice, or a stray job
     assert not checks.update(STEP * 20, ZERO_PAGE, _fleet(4, 6.0))
     assert any("6 exporters scraped for 4 pods" in d for d in checks.doubts)
+

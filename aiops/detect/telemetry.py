@@ -759,8 +759,10 @@ class TelemetryChecks:
                     f"{m} read 0 while {busy[0]} counted {x[busy[0]] * dt:.0f} a tick, "
                     "and has not moved since")
                 # only rates that outlast it count: traffic ending (in-flight requests
-                # generating, finishing), which the idle ticks after it confirm
-                if _ZERO_WITNESS.get(m) in busy:
+                # generating, finishing), which the idle ticks after it confirm. So does its
+                # witness for fewer than zero_ticks ticks: the prompts of the last arrivals
+                # are prefilled a tick after they arrived when a window ends between the two
+                if _ZERO_WITNESS.get(m) in busy and self.zero_run.get(m, 0) >= self.zero_ticks:
                     self.drained.discard(f"zero:{m}")
                 else:
                     self.drained.add(f"zero:{m}")
@@ -847,7 +849,8 @@ class TelemetryChecks:
         doubt, and a scale-down on it would be decided on telemetry last seen wrong. Only a
         tick with traffic and nothing found or doubted clears it. Not carried: what an idle
         page confirms (``uncarried``: the unchanged page, bounded by the ingest's freshness
-        limit; a rate at 0 beside only the rates that outlast it, which is traffic ending)."""
+        limit; a rate at 0 beside only the rates that outlast it, or beside its witness
+        for fewer ticks than make it stuck, which is traffic ending)."""
         if self._idle(v):
             if self.carried:
                 self.doubts.append(self.carried)
