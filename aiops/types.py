@@ -67,6 +67,11 @@ class Snapshot:
     # vLLM exporters scraped: the series of one of their gauges (NaN when unknown). More of
     # them than pods is a pod counted twice in every sum above; fewer, a pod left out.
     pods_reporting: float = NAN
+    # Age (s) of the oldest vLLM sample behind these values: under a scrape interval while
+    # the scrapes run, growing once one stops, since Prometheus serves a stopped series'
+    # last sample for five minutes and the values alone look like a quiet service. NaN
+    # when unknown (the simulator's own source has no scrape).
+    sample_age_s: float = NAN
 
     @property
     def requests_in_system(self) -> float:

@@ -120,6 +120,31 @@ def test_a_doubled_scrape_on_a_quiet_service_is_caught_before_any_scale_down(
     assert score.ticks_to_detect <= 12
 
 
+@pytest.fixture(scope="module")
+def goes_idle(workload: Workload) -> Workload:
+    """The step workload, with no request after its step down: the fleet then scales in
+    over the idle stretch, step by step."""
+    keep = workload.arrivals < 2400.0
+    return Workload(f"{workload.name}, then idle", workload.arrivals[keep],
+                    workload.context_tokens[keep], workload.generated_tokens[keep],
+                    workload.duration)
+
+
+@pytest.mark.parametrize("onset", [2760.0, 2820.0])
+def test_a_scrape_that_stops_while_the_service_is_idle_is_told_by_the_samples_age(
+        goes_idle: Workload, onset: float) -> None:
+    # the stopped scrape serves the idle page the service would serve anyway: only the
+    # samples' age tells, and the ingest refuses them only past stale_after_s (120 s)
+    fault = Fault("stale_series", onset, 600.0)
+    sc = Scenario(fault.label, goes_idle, (fault,))
+    ageless = run_scenario(sc, forecast=False, policy=POLICY,
+                           monitor_params={"checks": {"age_ticks": 240}})  # never judged
+    assert score_event(ageless, fault).scale_downs > 0
+    score = score_event(run_scenario(sc, forecast=False, policy=POLICY), fault)
+    assert score.scale_downs == 0
+    assert score.ticks_to_detect <= 4  # a finding once two scrapes are missed
+
+
 @pytest.mark.parametrize("kind", ["surge", "drop_to_zero"])
 def test_a_real_load_change_is_followed_not_frozen(workload: Workload, kind: str) -> None:
     change = next(e for e in EVENTS if e.kind == kind)
@@ -195,8 +220,10 @@ def test_a_stale_series_is_refused_as_the_ingest_would_once_older_than_its_limit
     from aiops.ingest.prometheus import StaleSampleError
 
     n = 30
+    # scrapes at 7, 37, 67, ... s: the last one before the stop at 45 s is at 37 s
     source = FaultySource(_Fixed([_snap(15.0 * k, 10.0 + k) for k in range(n)]),
-                          [Fault("stale_series", 45.0, 600.0)])
+                          [Fault("stale_series", 45.0, 600.0)],
+                          scrape_interval_s=30.0, scrape_phase_s=7.0)
     refused = []
     for k in range(n):
         try:
@@ -204,10 +231,14 @@ def test_a_stale_series_is_refused_as_the_ingest_would_once_older_than_its_limit
             refused.append(False)
         except StaleSampleError:
             refused.append(True)
-    age = [15.0 * k - 45.0 for k in range(n)]
+    age = [15.0 * k - 37.0 for k in range(n)]
     assert refused == [120.0 < a < 300.0 for a in age]  # then the series is gone (NaN)
     assert len(source.served) == n  # what Prometheus held is still recorded for the plots
     assert math.isnan(source.served[-1].arrival_rate)
+    served_age = [s.sample_age_s for s in source.served]
+    assert served_age[:3] == [23.0, 8.0, 23.0]  # live: the age cycles with the scrape
+    assert served_age[3:8] == age[3:8]  # stopped: it grows, while the values stand still
+    assert source.served[3].arrival_rate == source.served[7].arrival_rate == 12.0
 
 
 def test_reshape_multiplies_the_rate_where_the_change_is(workload: Workload) -> None:

@@ -304,6 +304,7 @@ def test_snapshot_reads_every_number(fake: FakePrometheus) -> None:
     assert (snap.replicas, snap.ready_replicas, snap.starting_replicas) == (4, 3, 1)
     assert (snap.requests_running, snap.requests_waiting) == (120, 7)
     assert snap.pods_reporting == 3  # exporters scraped, against 3 ready pods
+    assert snap.sample_age_s == 5  # the oldest vLLM sample, for a scrape that stopped
     assert snap.kv_cache_usage == 0.42
     assert (snap.arrival_rate, snap.prompt_tokens_rate, snap.generation_tokens_rate) == (
         21.5, 12000, 3100)
@@ -335,6 +336,7 @@ def test_no_ready_replica_means_zero_load_not_missing_data(fake: FakePrometheus)
     assert (snap.replicas, snap.ready_replicas, snap.starting_replicas) == (0, 0, 0)
     assert (snap.requests_running, snap.requests_waiting, snap.arrival_rate) == (0, 0, 0)
     assert snap.pods_reporting == 0
+    assert math.isnan(snap.sample_age_s)  # no pod, no sample to date
     assert snap.kv_cache_usage == 0
     assert math.isnan(snap.ttft_p99) and math.isnan(snap.gpu_utilization)
 

@@ -294,3 +294,49 @@ def test_more_exporters_than_pods_but_not_twice_as_many_is_a_doubt() -> None:
     assert not checks.update(STEP * 20, ZERO_PAGE, _fleet(4, 6.0))
     assert any("6 exporters scraped for 4 pods" in d for d in checks.doubts)
 
+
+def _feed_aged(checks: TelemetryChecks, rows: list[dict[str, float]], ages: list[float],
+               start: int = 0) -> list[tuple[list[Finding], list[str]]]:
+    """Like :func:`feed`, with the oldest sample's age of each tick."""
+    out = []
+    for k, (row, age) in enumerate(zip(rows, ages, strict=True)):
+        cap = Capacity(ready_replicas=8, replicas=8, batch_size=64, sample_age=age)
+        found = checks.update(STEP * (start + k), row, cap)
+        out.append((found, list(checks.doubts)))
+    return out
+
+
+def test_a_scrape_that_stops_on_an_idle_service_is_told_by_its_samples_age() -> None:
+    # the values cannot tell: the stopped scrape serves the idle page the service serves
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(100))
+    live = [8.0, 23.0] * 20  # a 30-s scrape read every 15 s: two ages in a cycle
+    idle = _feed_aged(checks, [dict(ZERO_PAGE) for _ in live], live, start=100)
+    assert not any(doubts for _, doubts in idle[12:])  # the idle page stood past 120 s
+    stopped = [38.0, 53.0, 68.0, 83.0]
+    ticks = _feed_aged(checks, [dict(ZERO_PAGE) for _ in stopped], stopped, start=140)
+    old = doubts_with(ticks, "oldest vLLM sample")
+    # half a tick beyond the usual 23 s is a doubt; two ticks and 23 s more, a finding
+    assert old == [True, True, False, False]
+    assert found_on(ticks, "arrival_rate") == [False, False, True, True]
+    assert {f.rule for f in ticks[2][0]} == {"stale"}
+    # once the samples are fresh again, nothing is carried into the idle stretch
+    after = _feed_aged(checks, [dict(ZERO_PAGE) for _ in range(4)], [8.0, 23.0] * 2,
+                       start=144)
+    assert not any(found for found, _ in after) and not any(d for _, d in after)
+
+
+def test_a_scrape_slower_than_the_tick_is_learned_and_one_late_scrape_is_only_a_doubt(
+        ) -> None:
+    checks = TelemetryChecks(VLLM_METRICS)
+    cycle = [5.0, 20.0, 35.0, 50.0] * 50  # a 60-s scrape read every 15 s
+    ticks = _feed_aged(checks, traffic(200), cycle)
+    assert not any(doubts_with(ticks, "oldest vLLM sample"))
+    late = [5.0, 20.0, 35.0, 50.0, 65.0, 80.0, 5.0]  # one scrape 30 s late
+    ticks = _feed_aged(checks, traffic(7, seed=1), late, start=200)
+    assert doubts_with(ticks, "oldest vLLM sample") == [False] * 4 + [True, True, False]
+    assert not any(found for found, _ in ticks)
+    # the second missed scrape in a row is a finding
+    stopped = [5.0, 20.0, 35.0, 50.0, 65.0, 80.0, 95.0, 110.0]
+    ticks = _feed_aged(checks, traffic(8, seed=2), stopped, start=207)
+    assert found_on(ticks, "arrival_rate") == [False] * 7 + [True]

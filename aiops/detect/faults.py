@@ -14,10 +14,11 @@ Each fault is modelled on what the daemon's queries see in a real cluster:
                     marks them stale): every vLLM field is NaN.
 ``stale_series``    the scrape stops; Prometheus returns the last sample for five minutes
                     (its lookback), then nothing. The daemon's ingest reads the samples'
-                    timestamps too (``vllm_sample_time``) and refuses a snapshot whose
-                    newest vLLM sample is older than ``stale_after_s`` (120 s by default):
-                    the source raises the same ``StaleSampleError`` then. Before that the
-                    detector alone has to see it.
+                    timestamps too (``vllm_sample_time``, served as ``sample_age_s``) and
+                    refuses a snapshot whose oldest vLLM sample is older than
+                    ``stale_after_s`` (120 s by default): the source raises the same
+                    ``StaleSampleError`` then. Before that the detector has the values and
+                    their growing age.
 ``counter_reset``   one pod's exporter restarts and its counters restart from 0. Read
                     through ``rate(sum(...))`` (a common recording rule) the drop of the
                     sum is taken for a reset of the whole sum: for one rate window every
@@ -33,6 +34,10 @@ Each fault is modelled on what the daemon's queries see in a real cluster:
 ``queue_stuck``     ``requests_waiting`` stuck at its value while a real surge makes the
                     queue, and TTFT, explode (the scenario adds the surge to the workload).
 ==================  ========================================================================
+
+Sample ages follow a scrape every ``scrape_interval_s`` (30 s by default, twice the tick,
+so live ages cycle as they do in a real cluster rather than sitting at one value); a
+scrape gap has no sample to date.
 
 Real load changes reshape the workload itself (:func:`reshape`), so every metric moves as
 it would: ``surge`` (x ``factor`` within a minute), ``drop_to_zero`` (a client outage),
@@ -136,7 +141,9 @@ class FaultySource:
 
     ``rate_window_s`` is the window of the counter rates (the ``counter_reset`` artefact
     lasts one window); ``stale_after_s`` is the ingest's freshness limit
-    (``prometheus.stale_after_s``; None: no freshness check). ``unscraped`` fields are NaN
+    (``prometheus.stale_after_s``; None: no freshness check); scrapes happen every
+    ``scrape_interval_s`` from ``scrape_phase_s`` and date the samples (``sample_age_s``,
+    when ``inner`` does not). ``unscraped`` fields are NaN
     throughout, as for a cluster that does not scrape them (the fault-free truth too). What
     was served and what was true are kept for the benchmark's plots in ``served`` and
     ``true`` (one row per snapshot).
@@ -144,8 +151,12 @@ class FaultySource:
 
     def __init__(self, inner: MetricSource, faults: Sequence[Fault],
                  rate_window_s: float = 60.0, unscraped: Sequence[str] = (),
-                 stale_after_s: float | None = STALE_AFTER_S) -> None:
+                 stale_after_s: float | None = STALE_AFTER_S,
+                 scrape_interval_s: float = 30.0, scrape_phase_s: float = 7.0) -> None:
+        if not scrape_interval_s > 0:
+            raise ValueError("scrape_interval_s must be > 0")
         self.inner = inner
+        self.scrape_interval_s, self.scrape_phase_s = scrape_interval_s, scrape_phase_s
         self.stale_after_s = stale_after_s
         self.unscraped = dict.fromkeys(unscraped, math.nan)
         self.faults = tuple(f for f in faults if f.telemetry)
@@ -168,6 +179,8 @@ class FaultySource:
             rate = float(getattr(snap, f))
             if math.isfinite(rate):
                 self._cumulative[f] += rate * dt
+        if math.isnan(snap.sample_age_s):
+            snap = replace(snap, sample_age_s=at - self._last_scrape(at))
         out = snap
         for i, fault in enumerate(self.faults):
             if fault.active(at):
@@ -177,10 +190,17 @@ class FaultySource:
         self._tick += 1
         self.true.append(snap)
         self.served.append(out)
-        self._check_fresh(target, at)
+        self._check_fresh(target, out, at)
         return out
 
-    def _check_fresh(self, target: TargetConfig, at: float) -> None:
+    def _last_scrape(self, t: float, *, before: bool = False) -> float:
+        """The time of the last scrape at or (``before``) strictly before ``t``."""
+        back = (t - self.scrape_phase_s) % self.scrape_interval_s
+        if before and back == 0.0:
+            back = self.scrape_interval_s
+        return t - back
+
+    def _check_fresh(self, target: TargetConfig, out: Snapshot, at: float) -> None:
         """Raise what the daemon's ingest raises on a series whose scrapes stopped longer
         ago than ``stale_after_s`` and that Prometheus still returns."""
         from aiops.ingest.prometheus import StaleSampleError
@@ -188,7 +208,7 @@ class FaultySource:
         if self.stale_after_s is None:
             return
         for f in self.faults:
-            age = at - f.start
+            age = out.sample_age_s
             if f.kind == "stale_series" and f.active(at) and (
                     self.stale_after_s < age < LOOKBACK_S):
                 raise StaleSampleError(
@@ -206,12 +226,16 @@ class FaultySource:
     def _apply(self, i: int, fault: Fault, snap: Snapshot, at: float) -> Snapshot:
         kind = fault.kind
         if kind == "scrape_gap":
-            return _with(snap, dict.fromkeys(VLLM_FIELDS, math.nan))
+            return _with(snap, {**dict.fromkeys(VLLM_FIELDS, math.nan),
+                                "sample_age_s": math.nan})
         if kind == "stale_series":
             frozen = self._frozen.setdefault(i, self._before() or snap)
-            if at - fault.start >= LOOKBACK_S:
-                return _with(snap, dict.fromkeys(VLLM_FIELDS, math.nan))
-            return _with(snap, {f: getattr(frozen, f) for f in VLLM_FIELDS})
+            age = at - self._last_scrape(fault.start, before=True)
+            if age >= LOOKBACK_S:
+                return _with(snap, {**dict.fromkeys(VLLM_FIELDS, math.nan),
+                                    "sample_age_s": math.nan})
+            return _with(snap, {**{f: getattr(frozen, f) for f in VLLM_FIELDS},
+                                "sample_age_s": age})
         if kind == "counter_reset":
             sums = self._reset_sums.setdefault(i, dict(self._cumulative))
             if at - fault.start >= self.rate_window_s:

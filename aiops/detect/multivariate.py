@@ -58,7 +58,7 @@ def snapshot_values(snapshot: Snapshot) -> dict[str, float]:
 def snapshot_capacity(snapshot: Snapshot) -> Capacity:
     return Capacity(ready_replicas=snapshot.ready_replicas, replicas=snapshot.replicas,
                     batch_size=snapshot.batch_size, starting=snapshot.starting_replicas,
-                    reporting=snapshot.pods_reporting)
+                    reporting=snapshot.pods_reporting, sample_age=snapshot.sample_age_s)
 
 
 class TargetScorer:

@@ -186,7 +186,9 @@ def run_scenario(scenario: Scenario, *, detect: bool = True, policy: str = "pred
 
 
 def _differs(served: Snapshot, true: Snapshot) -> bool:
-    for f in VLLM_FIELDS:
+    """Whether the fault changed what the daemon read: a value, or how old it is (a
+    stopped scrape of an idle service serves the idle page it would serve anyway)."""
+    for f in (*VLLM_FIELDS, "sample_age_s"):
         a, b = float(getattr(served, f)), float(getattr(true, f))
         if a != b and not (math.isnan(a) and math.isnan(b)):
             return True

@@ -33,6 +33,11 @@ Per-metric priors (the type of a metric says what it can do):
 - **exporters against pods**: the sums add one series per scraped pod, so the number of
   series (``Snapshot.pods_reporting``) must match the pods. Twice the pods on a steady
   fleet is every pod counted twice; fewer than the ready pods, a pod's load left out.
+- **samples older than usual**: the age of the oldest vLLM sample
+  (``Snapshot.sample_age_s``) cycles within the scrape interval while scrapes run, and
+  grows once one stops. Older than this target's usual ages (learned) by two ticks and by
+  the usual age again is a finding on every metric (the whole page is old); by half a
+  tick, a doubt.
 
 Cross-metric physics (log-ratios that load does not move):
 
@@ -76,7 +81,8 @@ latency beyond Little's law once, the Little's-law bound broken with the queue s
 a metric that has never had a value, a rate reading 0 while another counts requests or
 tokens, count gauges even more often than chance allows (below ``hold_p``), a page on which
 no metric changed since the last tick (for ``still_s``: an idle service and a stopped
-scrape read the same until the ingest's freshness limit). A ratio off, or a rate read 0
+scrape read the same until the ingest's freshness limit), samples older than usual. A
+ratio off, or a rate read 0
 beside work, stays in doubt until the evidence clears it (the ratio judged right again; the
 rate moving, or every rate and gauge at 0 together, except for a rate already found stuck
 at 0: idle ticks read the same whether it is stuck or not), so a fault that shows only on
@@ -89,8 +95,8 @@ starts learning afresh (a real change of the request mix, a new model version). 
 fixed: a ring buffer per ratio and a few numbers per metric.
 
 What values cannot tell: a scrape that stops in the middle of an idle stretch serves the
-idle page it would serve anyway; the sample timestamps (read by the ingest) are what catch
-it. A scale-down decided then is on a page that was true when it was scraped.
+idle page it would serve anyway; the sample timestamps are what catch it (the age rule
+from the second tick, the ingest's freshness limit for good).
 """
 
 from __future__ import annotations
@@ -127,14 +133,16 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Capacity:
-    """What the Deployment is, this tick: bounds running sequences, scales KV usage, and
-    says how many exporters the sums should add up."""
+    """What the Deployment is, this tick, and what its scrape was: bounds running
+    sequences, scales KV usage, says how many exporters the sums should add up and how old
+    the samples behind them are."""
 
     ready_replicas: int
     replicas: int
     batch_size: int  # --max-num-seqs per pod; 0 when unknown
     starting: int = 0  # pods asked for, not ready yet (their exporters may be up)
     reporting: float = math.nan  # exporters scraped (series of one gauge); NaN: unknown
+    sample_age: float = math.nan  # age (s) of the oldest vLLM sample; NaN: unknown
 
 
 @dataclass(frozen=True)
@@ -276,6 +284,13 @@ class TelemetryChecks:
         pods_grace: ticks a pod may be ready and not yet scraped, or gone and still
             scraped (8: two minutes, for service discovery to see a new pod and for a
             removed one to drain its requests).
+        age_window: ticks of sample ages the usual age is learned from (240: an hour at
+            15 s). The usual age is their 90% quantile: a scrape interval longer than the
+            tick shows as a cycle of ages and is learned, an occasional missed scrape
+            (under one tick in ten) is not, and a changed scrape interval is learned within
+            a tenth of the window.
+        age_ticks: sample ages seen before they are judged (8: two minutes; a stopped
+            scrape before then is left to the ingest's freshness limit).
     """
 
     def __init__(self, metrics: Sequence[MetricSpec], *, frozen_p: float = 1e-6,
@@ -287,19 +302,22 @@ class TelemetryChecks:
                  relearn_after: int = 240, settle: int = 8, hold_p: float = 0.01,
                  little_slack: float = 2.0, still_s: float = 120.0,
                  zero_ticks: int = 3, pool_ticks: int = 8, window_s: float = 60.0,
-                 quantile_slack: float = 4.0, pods_grace: int = 8) -> None:
+                 quantile_slack: float = 4.0, pods_grace: int = 8,
+                 age_window: int = 240, age_ticks: int = 8) -> None:
         if not (0 < frozen_p < 1 and memory >= 10 and window >= min_points >= 5
                 and break_spread >= confirm_spread > 0 and min_events >= 0
                 and cusum_h > 0 and latency_factor > 0 and stuck_factor > 1
                 and relearn_after >= 1 and frozen_p <= hold_p < 1 and little_slack >= 1
                 and still_s >= 0 and zero_ticks >= 1 and pool_ticks >= 1
-                and window_s >= 0 and quantile_slack >= 1 and pods_grace >= 1):
+                and window_s >= 0 and quantile_slack >= 1 and pods_grace >= 1
+                and age_window >= age_ticks >= 1):
             raise ValueError("need 0 < frozen_p < 1, memory >= 10, window >= min_points >= 5, "
                              "break_spread >= confirm_spread > 0, "
                              "latency_factor > 0, stuck_factor > 1, relearn_after >= 1, "
                              "frozen_p <= hold_p < 1, little_slack >= 1, still_s >= 0, "
                              "zero_ticks >= 1, pool_ticks >= 1, window_s >= 0, "
-                             "quantile_slack >= 1, pods_grace >= 1")
+                             "quantile_slack >= 1, pods_grace >= 1, "
+                             "age_window >= age_ticks >= 1")
         self.specs = {m.name: m for m in metrics}
         self.frozen_log_p = math.log(frozen_p)
         self.hold_log_p = math.log(hold_p)
@@ -364,6 +382,9 @@ class TelemetryChecks:
         self.drained: set[str] = set()  # zero-rate suspects raised by traffic ending
         self.empty_at = np.full(32, np.nan)  # times the system last read empty, newest first
         self.pods_hist = np.full((pods_grace, 2), np.nan)  # (pods, ready) per tick, newest first
+        self.ages = np.full(age_window, np.nan)  # sample ages, a ring
+        self.age_head = 0
+        self.age_ticks = age_ticks
         # per count gauge: decayed readings (not 0) and even ones, the current run of even
         # readings (counted when it ends), and whether a finding came during it
         self.par_obs = np.zeros(len(_COUNT_METRICS))
@@ -396,6 +417,7 @@ class TelemetryChecks:
         self._unchanged(v, time)
         self._parity(v, capacity, found)
         self._exporters(capacity, found)
+        self._sample_age(capacity, dt, found)
         self.doubts.extend(d for d in self.suspects.values() if d not in self.doubts)
         self._carry(v, time, found)
         good = not found
@@ -835,6 +857,40 @@ class TelemetryChecks:
                 self.doubts.append(f"{n:g} exporters scraped for {ready} ready pods: a "
                                    "pod's load may be missing from the sums")
 
+    def _sample_age(self, cap: Capacity | None, dt: float,
+                    found: dict[str, Finding]) -> None:
+        """Samples older than this target's usual: a scrape has stopped. Prometheus keeps
+        serving a stopped series' last sample for five minutes, and on an idle service that
+        page reads exactly like the live one, so until the ingest refuses it
+        (``prometheus.stale_after_s``) only its age tells; a scale-down on it would be
+        decided on numbers nobody scraped.
+
+        The usual age is learned, not configured: a 15-s scrape read every 15 s shows one
+        age again and again, a 60-s scrape four in a cycle. Older by half a tick is a
+        doubt, so a stopped scrape holds scale-downs from its second tick at the latest and
+        a late scrape costs a tick's scale-down. Older by two ticks and by the usual age
+        again is two scrapes missed in a row at the least, whatever the interval: a finding
+        on every metric, since the whole page is that old. Neither is carried through an
+        idle stretch (:meth:`_carry`): fresh samples clear it, and the ingest's limit
+        bounds it."""
+        age = cap.sample_age if cap is not None else math.nan
+        if not math.isfinite(age):
+            return
+        seen = self.ages[np.isfinite(self.ages)]
+        if dt > 0 and len(seen) >= self.age_ticks:
+            usual = float(np.quantile(seen, 0.9))
+            why = (f"the oldest vLLM sample is {age:.0f} s old, its usual {usual:.0f} s: "
+                   "a stopped scrape (Prometheus serves a stopped series' last sample)")
+            if age > usual + max(2 * dt, usual):
+                for m, spec in self.specs.items():
+                    if not spec.optional:
+                        found.setdefault(m, Finding(m, "stale", why))
+            elif age > usual + dt / 2:
+                self.doubts.append(why)
+                self.uncarried.add(why)
+        self.ages[self.age_head] = age
+        self.age_head = (self.age_head + 1) % len(self.ages)
+
     def _idle(self, v: FloatArray) -> bool:
         """Every rate and count gauge reads 0: a page no check can judge."""
         names = [m for m in (*_RATE_METRICS, *_COUNT_METRICS) if m in self.specs]
@@ -850,12 +906,13 @@ class TelemetryChecks:
         tick with traffic and nothing found or doubted clears it. Not carried: what an idle
         page confirms (``uncarried``: the unchanged page, bounded by the ingest's freshness
         limit; a rate at 0 beside only the rates that outlast it, or beside its witness
-        for fewer ticks than make it stuck, which is traffic ending)."""
+        for fewer ticks than make it stuck, which is traffic ending)
+        and what is about the scrape, not the values (old samples: fresh ones clear it)."""
         if self._idle(v):
             if self.carried:
                 self.doubts.append(self.carried)
             return
-        reasons = [f.detail for f in found.values()] or [
+        reasons = [f.detail for f in found.values() if f.rule != "stale"] or [
             d for d in self.doubts if d not in self.uncarried]
         self.carried = (f"telemetry in doubt on the last tick with traffic ({time:.0f} s: "
                         f"{reasons[0]}), and idle since: an idle page cannot clear it"
@@ -1143,6 +1200,7 @@ class TelemetryChecks:
             "par_obs": self.par_obs.copy(), "par_even": self.par_even.copy(),
             "par_run": self.par_run.copy(), "par_done": self.par_done.copy(),
             "par_tainted": self.par_tainted.astype(np.float64),
+            "ages": self.ages.copy(), "age_head": np.array([float(self.age_head)]),
             "latency_over": np.array([float(m in self.latency_over)
                                       for m in _LATENCY_METRICS])})
 
@@ -1162,6 +1220,8 @@ class TelemetryChecks:
             self.empty_at = a["empty_at"]
         if "pods_hist" in a and a["pods_hist"].shape == self.pods_hist.shape:
             self.pods_hist = a["pods_hist"]
+        if "ages" in a and a["ages"].shape == self.ages.shape:
+            self.ages, self.age_head = a["ages"], int(a["age_head"][0])
         self.page = a["page"] if "page" in a else np.full(len(self.names), np.nan)
         if "par_obs" in a:
             self.par_obs, self.par_even = a["par_obs"], a["par_even"]

@@ -246,7 +246,7 @@ class PrometheusSource:
         total = self._value(target, "total_replicas", promql, at)
         starting = max(0, (round(total) if math.isfinite(total) else replicas) - ready)
         no_pods = ready == 0
-        self._check_fresh(target, "vllm_sample_time", promql, at, allow_empty=no_pods)
+        age = self._check_fresh(target, "vllm_sample_time", promql, at, allow_empty=no_pods)
 
         def vllm(name: str) -> float:
             return self._value(target, name, promql, at, no_pods=no_pods)
@@ -272,6 +272,7 @@ class PrometheusSource:
             slo_attainment=self._attainment(target, promql, at, no_pods),
             requests_finished=arrival * self.rate_window_s,
             pods_reporting=vllm("pods_reporting"),
+            sample_age_s=age,
         )
 
     def _attainment(self, target: TargetConfig, promql: dict[str, str], at: float,
@@ -416,12 +417,14 @@ class PrometheusSource:
     def _check_fresh(
         self, target: TargetConfig, name: str, promql: Mapping[str, str], at: float,
         *, allow_empty: bool,
-    ) -> None:
+    ) -> float:
+        """The age (s) of the oldest sample at ``at``, checked against ``stale_after_s``
+        (NaN when there is none and none is needed)."""
         text = promql[name]
         sample = self._instant(target, name, text, at)
         if sample is None:
             if allow_empty:
-                return
+                return math.nan
             raise EmptyResultError("no series matched", query=name, promql=text,
                                    target=target.name)
         if not math.isfinite(sample.value):
@@ -434,6 +437,7 @@ class PrometheusSource:
                 f"{self.cfg.stale_after_s:g} s); last sample at {_iso(sample.value)}",
                 query=name, promql=text, target=target.name,
             )
+        return max(0.0, age)
 
     def _instant(self, target: TargetConfig, name: str, promql: str, at: float) -> Sample | None:
         result = self._with_retries(
