@@ -133,7 +133,11 @@ def target_tick(detector: str, ticks: int = 1500, warm: int = 600) -> dict[str, 
     from aiops.detect.multivariate import VLLM_METRICS, Capacity, TargetScorer
 
     rng = np.random.default_rng(0)
-    cap = Capacity(ready_replicas=8, replicas=8, batch_size=64)
+    try:  # a 30-s scrape read every 15 s: two sample ages in turn, as the ingest reads them
+        caps = [Capacity(ready_replicas=8, replicas=8, batch_size=64, sample_age=age)
+                for age in (8.0, 23.0)]
+    except TypeError:  # an older checkout reads no sample age
+        caps = [Capacity(ready_replicas=8, replicas=8, batch_size=64)] * 2
     scorer = TargetScorer(detector=detector)
     known = {m.name for m in VLLM_METRICS}  # an older checkout may watch fewer
     rows = []
@@ -149,10 +153,10 @@ def target_tick(detector: str, ticks: int = 1500, warm: int = 600) -> dict[str, 
                "ttft_p50": 0.1 * (1 + rng.normal(0, 0.05))}
         rows.append({m: x for m, x in row.items() if m in known})
     for k in range(warm):
-        scorer.update(15.0 * k, rows[k], capacity=cap)
+        scorer.update(15.0 * k, rows[k], capacity=caps[k % 2])
     start = time.process_time()
     for k in range(warm, warm + ticks):
-        scorer.update(15.0 * k, rows[k], capacity=cap)
+        scorer.update(15.0 * k, rows[k], capacity=caps[k % 2])
     per_tick = (time.process_time() - start) / ticks
     return {"ticks_per_s": round(1 / per_tick), "points_per_s": round(len(rows[0]) / per_tick)}
 
