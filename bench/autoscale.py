@@ -891,6 +891,7 @@ def frontier_position(row: Row, frontier: Sequence[Row], metric: str) -> dict[st
     gpu, att = row["gpu_hours"], row[metric]
     better = [f for f in frontier if f["gpu_hours"] <= gpu and f[metric] >= att
               and (f["gpu_hours"] < gpu or f[metric] > att)]
+    ref: Row | None
     if better:
         ref = min(better, key=lambda f: f["gpu_hours"])
         position = "behind"

@@ -49,11 +49,11 @@ def replay(spec: str, policy: str, rate_scale: float, duration: float) -> dict[s
     t0 = time.process_time()
     w = resolve(spec, rate_scale=rate_scale, duration=duration, seed=0)
     ctx = planning_context(profile, w, max_replicas=128)
-    policy = make_policy(PolicySpec.parse(policy), ctx, peak_replicas=peak_replicas(w, ctx),
-                         workload=w, profile=profile)
+    made = make_policy(PolicySpec.parse(policy), ctx, peak_replicas=peak_replicas(w, ctx),
+                       workload=w, profile=profile)
     built = time.process_time() - t0
     t0 = time.process_time()
-    out = run_policy(policy, w, profile, ctx, start_replicas=initial_replicas(w, ctx))
+    out = run_policy(made, w, profile, ctx, start_replicas=initial_replicas(w, ctx))
     cpu = time.process_time() - t0
     r = out.result
     return {"requests": r.requests, "cpu_s": round(cpu, 2), "build_cpu_s": round(built, 2),
