@@ -271,6 +271,21 @@ def test_the_last_arrivals_prefilled_a_tick_late_leave_no_doubt_for_the_idle_aft
     assert not any(doubts for _, doubts in idle[8:])  # nothing once the page has stood
 
 
+def test_an_arrival_rate_at_0_since_an_idle_stretch_beside_prefills_stays_in_doubt_when_idle(
+        ) -> None:
+    # not traffic ending: the rate read 0 before the prompts came, so it may be stuck
+    # there, and a policy has taken the traffic it hid for none
+    checks = TelemetryChecks(VLLM_METRICS)
+    feed(checks, traffic(200))
+    feed(checks, [dict(ZERO_PAGE) for _ in range(3)], start=200)
+    (row,) = traffic(1, seed=1)
+    row.update(arrival_rate=0.0)
+    (tick,) = feed(checks, [row], start=203)
+    assert not tick[0] and any("arrival_rate read 0" in d for d in tick[1])
+    idle = feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=204)
+    assert all(doubts_with(idle, "idle since"))
+
+
 def test_traffic_ending_leaves_no_doubt_for_the_idle_stretch_after_it() -> None:
     checks = TelemetryChecks(VLLM_METRICS)
     feed(checks, traffic(200))
