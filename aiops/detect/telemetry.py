@@ -82,12 +82,12 @@ a metric that has never had a value, a rate reading 0 while another counts reque
 tokens, count gauges even more often than chance allows (below ``hold_p``), a page on which
 no metric changed since the last tick (for ``still_s``: an idle service and a stopped
 scrape read the same until the ingest's freshness limit), samples older than usual. A
-ratio off, or a rate read 0
-beside work, stays in doubt until the evidence clears it (the ratio judged right again; the
-rate moving, or every rate and gauge at 0 together, except for a rate already found stuck
-at 0: idle ticks read the same whether it is stuck or not), so a fault that shows only on
-busy ticks is not forgotten on the quiet ones between. The guardrails hold a scale-down on
-a tick with doubts (``unverified_telemetry``) and raise no alarm.
+ratio off, or a rate read 0 beside work, stays in doubt until the evidence clears it (the
+ratio judged right again; the rate moving, or every rate and gauge at 0 together, except
+for a rate already found stuck at 0: idle ticks read the same whether it is stuck or not),
+so a fault that shows only on busy ticks is not forgotten on the quiet ones between. The
+guardrails hold a scale-down on a tick with doubts (``unverified_telemetry``) and raise no
+alarm.
 
 Nothing is learned from a tick with findings, so a fault does not become the new normal;
 after ``relearn_after`` ticks of one broken ratio without a break in between, the ratio
@@ -913,8 +913,8 @@ class TelemetryChecks:
         tick with traffic and nothing found or doubted clears it. Not carried: what an idle
         page confirms (``uncarried``: the unchanged page, bounded by the ingest's freshness
         limit; a rate at 0 beside only the rates that outlast it, or beside its witness on
-        the first tick after it read traffic, which is traffic ending)
-        and what is about the scrape, not the values (old samples: fresh ones clear it)."""
+        the first tick after it read traffic, which is traffic ending) and what is about
+        the scrape, not the values (old samples: fresh ones clear them)."""
         if self._idle(v):
             if self.carried:
                 self.doubts.append(self.carried)
