@@ -18,7 +18,9 @@ Each fault is modelled on what the daemon's queries see in a real cluster:
                     refuses a snapshot whose oldest vLLM sample is older than
                     ``stale_after_s`` (120 s by default): the source raises the same
                     ``StaleSampleError`` then. Before that the detector has the values and
-                    their growing age.
+                    their growing age. (A real server also stops answering ``rate()``
+                    once its window holds one sample, which the ingest refuses as empty;
+                    rates frozen until the freshness limit are the harder case.)
 ``counter_reset``   one pod's exporter restarts and its counters restart from 0. Read
                     through ``rate(sum(...))`` (a common recording rule) the drop of the
                     sum is taken for a reset of the whole sum: for one rate window every

@@ -27,6 +27,7 @@ import pytest
 
 from aiops.clock import SimClock
 from aiops.config import PrometheusConfig, TargetConfig
+from aiops.detect.monitor import TargetMonitor
 from aiops.ingest.prometheus import (
     EmptyResultError,
     MultipleSeriesError,
@@ -385,6 +386,35 @@ def test_outage_and_end_of_data_are_stale_then_empty(recording: Recording) -> No
     with pytest.raises(EmptyResultError) as empty:  # past the 5 min lookback: series gone
         src.snapshot(MAIN, end + 400.0)
     assert empty.value.query == "kube_sample_time"
+
+
+def test_a_stopped_scrape_is_told_by_its_samples_age_before_the_ingest_refuses_it(
+        recording: Recording) -> None:
+    # the outage's first two minutes: Prometheus still serves the last scrape, whose values
+    # look live; the ingest refuses it only past stale_after_s (120 s), the age rule sooner
+    src = source(recording)
+    monitor = TargetMonitor()
+    live = range((GAP[0] - 600) // STEP, GAP[0] // STEP)
+    for k in live:
+        snap = src.snapshot(MAIN, recording.at(k))
+        assert snap.sample_age_s == OFFSET  # queried OFFSET s after each scrape
+        report = monitor.observe(snap)
+        assert not any("oldest vLLM sample" in d for d in report.unverified)
+    stopped = [src.snapshot(MAIN, recording.at(live[-1]) + STEP * j) for j in (1, 2)]
+    assert [s.sample_age_s for s in stopped] == [OFFSET + STEP, OFFSET + 2 * STEP]
+    # the gauges are the last scrape's, the rates come from the samples left in their
+    # window: numbers that look live, on which a scale-down is held (23 s, 38 s old where
+    # 8 s is usual)
+    assert stopped[1].requests_running == pytest.approx(
+        recording.snapshots[live[-1]].requests_running, rel=1e-9, abs=1e-9)
+    for s in stopped:
+        report = monitor.observe(s)
+        assert any("oldest vLLM sample" in d for d in report.unverified)
+    # once a rate's window holds a single sample the server answers nothing, and the
+    # ingest refuses the snapshot as empty, before its freshness limit (120 s)
+    with pytest.raises(EmptyResultError) as empty:
+        src.snapshot(MAIN, recording.at(live[-1]) + STEP * 3)
+    assert empty.value.query == "arrival_rate"
 
 
 def test_load_history_reports_the_outage_and_the_end_as_gaps(recording: Recording) -> None:
