@@ -209,8 +209,8 @@ class FaultySource:
 
         if self.stale_after_s is None:
             return
+        age = out.sample_age_s
         for f in self.faults:
-            age = out.sample_age_s
             if f.kind == "stale_series" and f.active(at) and (
                     self.stale_after_s < age < LOOKBACK_S):
                 raise StaleSampleError(

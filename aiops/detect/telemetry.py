@@ -377,7 +377,6 @@ class TelemetryChecks:
         self.page = np.full(k, np.nan)  # the previous tick's values, NaN included
         self.page_since = math.nan  # when the page last changed
         self.zero_run = dict.fromkeys(_ZERO_WITNESS, 0)  # ticks read 0 beside its witness
-        self.rate_before = dict.fromkeys(_ZERO_WITNESS, math.nan)  # its previous reading
         self.carried = ""  # the doubt an idle stretch carries (see _carry)
         self.uncarried: set[str] = set()  # this tick's doubts an idle page may clear
         self.drained: set[str] = set()  # zero-rate suspects raised by traffic ending
@@ -754,8 +753,6 @@ class TelemetryChecks:
         metric stuck); only the rate moving clears it."""
         rates = [m for m in _RATE_METRICS if m in self.specs]
         x = {m: values_of(v, self.names, m) for m in rates}
-        before = dict(self.rate_before)
-        self.rate_before = {m: x.get(m, math.nan) for m in _ZERO_WITNESS}
         for m, witness in _ZERO_WITNESS.items():
             if m not in x or witness not in self.specs:
                 continue
@@ -790,7 +787,9 @@ class TelemetryChecks:
                 # closed. A rate already at 0 before is not traffic ending: it may be stuck
                 # there since an idle stretch, and what it hid has gone into the policy's
                 # memory of the load, which an idle page cannot clear.
-                ending = before.get(m, math.nan) > 0 and self.zero_run.get(m, 0) <= 1
+                # (self.page is still the previous tick's: _unchanged comes after this)
+                ending = (values_of(self.page, self.names, m) > 0
+                          and self.zero_run.get(m, 0) <= 1)
                 if _ZERO_WITNESS.get(m) in busy and not ending:
                     self.drained.discard(f"zero:{m}")
                 else:
@@ -1190,7 +1189,6 @@ class TelemetryChecks:
         meta.update({f"good.{n}": x for n, x in self.good.items()})
         meta.update({f"suspect.{k}": d for k, d in self.suspects.items()})
         meta.update({f"zero_run.{k}": n for k, n in self.zero_run.items()})
-        meta.update({f"rate_before.{k}": x for k, x in self.rate_before.items()})
         return DetectorState(name="telemetry", params={}, meta=meta, arrays={
             "prev": self.prev.copy(), "run": self.run.copy(), "run_start": self.run_start.copy(),
             "same": self.same.copy(),
@@ -1252,7 +1250,6 @@ class TelemetryChecks:
         self.carried = str(m.get("carried") or "")
         self.drained = {k for k in str(m.get("drained") or "").split(",") if k}
         self.zero_run = {k: int(_num(m.get(f"zero_run.{k}", 0))) for k in _ZERO_WITNESS}
-        self.rate_before = {k: _num(m.get(f"rate_before.{k}")) for k in _ZERO_WITNESS}
         self.good = {n: _num(m.get(f"good.{n}")) for n in self.names}
         self.suspects = {k[len("suspect."):]: str(d) for k, d in m.items()
                          if k.startswith("suspect.")}
