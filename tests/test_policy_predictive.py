@@ -128,10 +128,53 @@ def test_misses_beyond_the_budget_raise_the_spare_and_a_clean_record_lowers_it()
     assert run_with_attainment(p, 0.97, 40).spare > start + 0.5
     assert run_with_attainment(p, 1.0, 40).spare < start
     # At the target exactly the fast controller leaves the spare where it is (with the
-    # slow one, which aims at the lower long-run goal, switched off).
-    fast_only = policy("predictive:base_gain=0")
+    # slow one switched off, and the goal its target comes down to set to the target).
+    fast_only = policy(f"predictive:base_gain=0,goal={DEFAULTS['target']}")
     at = run_with_attainment(fast_only, DEFAULTS["target"], 40).spare
     assert at == pytest.approx(start, abs=1e-9)
+
+
+def test_the_fast_target_comes_down_to_the_goal_as_a_day_of_requests_is_seen() -> None:
+    p = policy("predictive:base_gain=0")
+    assert p.fast_target(0.0) == DEFAULTS["target"]
+    assert p.fast_target(1.0) == pytest.approx(DEFAULTS["goal"])
+    assert DEFAULTS["goal"] < p.fast_target(0.5) < DEFAULTS["target"]
+    # Attainment between the goal and the target: on a fresh service the fast controller
+    # still wants more spare; once a day of requests has been seen (the slow integral then
+    # holds the long run to the goal) it gives spare back.
+    between = (DEFAULTS["goal"] + DEFAULTS["target"]) / 2
+
+    def spare_after(seen: float) -> float:
+        state = dataclasses.replace(p.initial_state(), spare=2.0, base=2.0,
+                                    mean_finished=100.0, mean_weight=seen)
+        for i in range(40):
+            s = snap(15.0 * i, 8, rate=8.0, attainment=between, finished=100.0)
+            _, state = p.decide(PolicyInput(s, CTX), state)
+        return state.spare
+
+    assert spare_after(0.0) > 2.0
+    assert spare_after(1.0) < 2.0
+
+
+def test_no_scale_down_on_a_tick_whose_requests_miss_the_slo() -> None:
+    p = policy("predictive:smoothing=0,burst_window=0,down_window=0")
+    state = p.initial_state()
+    rec, state = p.decide(PolicyInput(snap(0.0, 10, rate=40.0), CTX), state)
+    high = rec.replicas
+    # The load falls, but this tick's requests missed: the plan waits.
+    rec, state = p.decide(PolicyInput(snap(15.0, high, rate=4.0, attainment=0.95,
+                                           finished=100.0), CTX), state)
+    assert rec.replicas == high and "95.0% of this tick's requests met the SLO" in rec.reason
+    assert rec.details["planned_replicas"] < high
+    # A tick with nothing finished says nothing about misses, and a clean one lets it go.
+    for s in (snap(30.0, high, rate=4.0),
+              snap(30.0, high, rate=4.0, attainment=1.0, finished=100.0)):
+        down, _ = p.decide(PolicyInput(s, CTX), state)
+        assert down.replicas < high
+    # A scale-up is never held back by misses.
+    up, _ = p.decide(PolicyInput(snap(30.0, 2, rate=40.0, attainment=0.5, finished=100.0),
+                                 CTX), state)
+    assert up.replicas > 2
 
 
 def test_the_base_counts_every_miss_even_while_replicas_are_starting() -> None:
