@@ -63,10 +63,6 @@ The plan, each decision:
      is seen (:meth:`PredictivePolicy.fast_target`).
 5. **Scale-down** no faster than ``down_window`` (default: one cold start): the plan is the
    highest of that window, so a replica is not removed just before the plan needs it again.
-   And never on a tick whose finished requests met the SLO less often than the fast
-   target: the fleet is short of what it serves right now, whatever the plan says. A
-   telemetry fault whose numbers look calm (a queue metric stuck at zero) is not seen on
-   its first tick, but the latency of the requests it hides is.
 
 With no forecast the plan uses the observed rate alone; with an unknown per-replica capacity
 the policy holds the current fleet and says why. Each reason names the load, the capacity,
@@ -392,16 +388,6 @@ class PredictivePolicy:
         window = ctx.cold_start_s if self.down_window_s is None else self.down_window_s
         plans = (*((t, n) for t, n in state.plans if now - t < window), (now, planned))
         held = max(n for _, n in plans)
-        # A tick whose requests missed the SLO beyond the fast budget is no tick to remove
-        # capacity on: whatever the plan says, the fleet is short of what it serves now.
-        a_now, n_now = snap.slo_attainment, snap.requests_finished
-        missing = (math.isfinite(a_now) and math.isfinite(n_now) and n_now > 0
-                   and a_now < self.fast_target(learnt.mean_weight))
-        if missing and held < snap.replicas:
-            held_by_misses = True
-            held = snap.replicas
-        else:
-            held_by_misses = False
         details.update(load_rps=load, capacity_rps=cap,
                        offered_replicas=offered, planned_replicas=float(planned),
                        held_replicas=float(held))
@@ -410,10 +396,7 @@ class PredictivePolicy:
                   f"{spare:.2f} x sqrt(load) -> {need}")
         if planned != need:
             reason += f", bounded to {planned}"
-        if held_by_misses:
-            reason += (f"; held at {held}: {100 * a_now:.1f}% of this tick's requests met the "
-                       "SLO")
-        elif held > planned:
+        if held > planned:
             reason += f"; held at {held}, the highest plan of the last {window:g} s"
         if math.isfinite(attained):
             reason += f" (SLO attainment over {p['horizon']:g} s: {100 * attained:.2f}%)"
