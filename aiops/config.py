@@ -192,6 +192,9 @@ class GuardrailsConfig(_Model):
     fallback: Literal["hold", "fixed"] = "hold"
     fallback_replicas: int | None = Field(None, ge=0)
     anomaly_freeze: bool = True
+    scale_down_min_attainment: float | None = Field(
+        0.99, gt=0, le=1, description="a scale-down needs at least this share of the tick's "
+        "finished requests within the SLO (null: no such check)")
     gpu_budget: int | None = Field(None, ge=1, description="GPUs across all targets at most")
 
     @model_validator(mode="after")

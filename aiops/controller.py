@@ -264,6 +264,7 @@ class Controller:
             tune_batch_size=cfg.tune_batch_size and ts.batch_size is not None,
             rl_floor=floor, gpus_per_replica=rt.profile.gpus_per_replica,
             gpu_budget_available=self._gpu_budget_for(rt), dry_run=self.config.dry_run,
+            slo_attainment=snap.slo_attainment if snap is not None else math.nan,
         )
         decision, rt.guard_state = apply_guardrails(gin, self.config.guardrails, rt.guard_state)
         rt.last_decision = decision

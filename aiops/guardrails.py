@@ -96,10 +96,23 @@ phase 2 interval, so no smoothing rule can undo a bound):
     After the smoothing rules, so it fires only when a scale-down would really happen, and
     the stabilization window keeps the policy's value: a one-tick doubt does not restart the
     window, the next tick decides again.
+12. ``slo_misses`` (with ``scale_down_min_attainment``, 0.99 by default) — a scale-down that
+    is still left waits while fewer than that share of the tick's finished requests met
+    the SLO (``GuardInput.slo_attainment``; a tick with nothing finished passes): the fleet
+    is short of what it serves right now, whatever the policy planned (within the hard
+    bounds: a ceiling the operator lowered still applies; not while paused, when the pause
+    holds everything and is the rule to name). It is also the last
+    line against a telemetry fault whose numbers look calm: a queue metric stuck at zero
+    is no different from a quiet queue on its first tick, but the latency of the requests
+    it hides shows in that tick's attainment. For this tick alone, after the smoothing
+    rules, for the reason ``unverified_telemetry`` is: a policy that held its own
+    recommendation on such ticks would have the stabilization window remember it, and a
+    miss every few minutes (one request in a hundred late is routine at a 99 % objective)
+    would block every scale-down.
 
 Phase 4 — the operator's override:
 
-12. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
+13. ``paused`` — annotation ``aiops.io/paused: "true"``: nothing changes. Last, so that the
     clamps before it show what aiops *would* do once unpaused.
 
 Batch-size rules
@@ -130,7 +143,8 @@ With ``cur`` the current replicas and ``new`` the decision:
   anomaly freeze; ``new >= min_replicas``, unless paused or the GPU budget stops the climb
   (then ``cur <= new``);
 * failed data, or an active bad-telemetry or health anomaly or unverified telemetry with
-  ``anomaly_freeze`` → ``new >= cur``;
+  ``anomaly_freeze`` → ``new >= cur``; a tick's attainment under
+  ``scale_down_min_attainment`` → ``new >= min(cur, max_replicas)``;
 * ``new - cur <= max_step_up`` unless ``min_replicas`` raised it (``new <= min_replicas``;
   the GPU budget may stop it short); ``cur - new <= max_step_down`` unless
   ``new == max_replicas``;
@@ -196,6 +210,7 @@ class Rule(StrEnum):
     MAX_STEP_UP = "max_step_up"
     MAX_STEP_DOWN = "max_step_down"
     UNVERIFIED_TELEMETRY = "unverified_telemetry"
+    SLO_MISSES = "slo_misses"
     PAUSED = "paused"
     BATCH_TUNING_DISABLED = "batch_tuning_disabled"
     BATCH_NOT_ALLOWED = "batch_not_allowed"
@@ -382,6 +397,9 @@ class GuardInput:
     gpus_per_replica: int = 1
     gpu_budget_available: int | None = None  # GPUs this target may use in total; None: no cap
     dry_run: bool = True
+    # The share of this tick's finished requests that met the SLO (Snapshot.slo_attainment);
+    # NaN when none finished or it is unknown.
+    slo_attainment: float = math.nan
 
     def __post_init__(self) -> None:
         # A violation here is a bug in the caller (the config is validated at start), not a
@@ -412,7 +430,7 @@ class GuardInput:
                     anomalies: AnomalyReport | None, paused: bool, data_problem: str = "",
                     rl_floor: int | None = None, gpus_per_replica: int = 1,
                     gpu_budget_available: int | None = None,
-                    dry_run: bool = True) -> GuardInput:
+                    dry_run: bool = True, slo_attainment: float = math.nan) -> GuardInput:
         """Fill the target's limits (bounds, allowed batch sizes) from its config."""
         return cls(time=time, target=target.name, replicas=replicas,
                    ready_replicas=ready_replicas, batch_size=batch_size,
@@ -421,7 +439,8 @@ class GuardInput:
                    max_replicas=target.max_replicas, batch_sizes=target.batch_sizes,
                    tune_batch_size=target.tune_batch_size, rl_floor=rl_floor,
                    gpus_per_replica=gpus_per_replica,
-                   gpu_budget_available=gpu_budget_available, dry_run=dry_run)
+                   gpu_budget_available=gpu_budget_available, dry_run=dry_run,
+                   slo_attainment=slo_attainment)
 
 
 def gpus_available_for(cfg: GuardrailsConfig, gpus_used_by_others: int) -> int | None:
@@ -572,6 +591,16 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
             and report.unverified and trail.value < cur):
         trail.set(Rule.UNVERIFIED_TELEMETRY, cur, "telemetry not verified: "
                   f"{'; '.join(report.unverified)}: no scale-down this tick")
+    # Nor is a tick whose requests are missing the SLO one to remove capacity on, whatever
+    # the policy planned: the fleet is short of what it serves right now. This tick alone,
+    # as above, so a miss now and then does not hold the fleet for a whole window.
+    least = cfg.scale_down_min_attainment
+    # Never above the hard bounds: a ceiling the operator lowered is a bound, not a plan.
+    if (least is not None and not failing and not inp.paused
+            and math.isfinite(inp.slo_attainment)
+            and inp.slo_attainment < least and trail.value < confined(cur)):
+        trail.set(Rule.SLO_MISSES, confined(cur), f"{100 * inp.slo_attainment:.1f}% of this "
+                  f"tick's requests met the SLO (< {100 * least:g}%): no scale-down this tick")
 
     # Phase 4: the operator's pause.
     if inp.paused:

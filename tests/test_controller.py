@@ -241,7 +241,7 @@ def test_daemon_on_the_simulated_cluster_follows_the_load() -> None:
 def test_parity_daemon_tick_and_simulate_agree() -> None:
     """The same scenario through the daemon's path and aiops simulate's path."""
     permissive = ("{max_step_up: 1000, max_step_down: 1000, scale_down_stabilization_s: 0, "
-                  "cooldown_s: 0, anomaly_freeze: false}")
+                  "cooldown_s: 0, anomaly_freeze: false, scale_down_min_attainment: null}")
     cfg = make_config(target_yaml("a", max_replicas=64), guardrails=permissive)
     w = synthetic("flash-crowd", seed=4, duration=1800.0)
     ctl, backend, clock, _tel = build(cfg, workloads={"a": w})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,6 +135,19 @@ EXAMPLES: list[tuple[str, GuardInput, GuardrailsConfig, GuardrailState, int, int
      64, ()),
     ("unverified telemetry, anomaly_freeze off", make(3, anomalies=UNVERIFIED),
      cfg(anomaly_freeze=False), S(), 3, 64, ()),
+    ("misses hold a scale-down", make(3, slo_attainment=0.95), QUIET, S(), 4, 64,
+     ("slo_misses",)),
+    ("misses allow a scale-up", make(6, slo_attainment=0.5), QUIET, S(), 6, 64, ()),
+    ("attainment at the minimum lets a scale-down go", make(3, slo_attainment=0.99), QUIET,
+     S(), 3, 64, ()),
+    ("nothing finished lets a scale-down go", make(3, slo_attainment=math.nan), QUIET, S(),
+     3, 64, ()),
+    ("misses, check off", make(3, slo_attainment=0.5), cfg(scale_down_min_attainment=None),
+     S(), 3, 64, ()),
+    ("misses do not hold a failed tick's hold", make(2, data_ok=False, slo_attainment=0.5),
+     QUIET, S(), 4, 64, ("data_hold",)),
+    ("misses do not hold above a lowered ceiling", make(2, replicas=10, slo_attainment=0.5),
+     cfg(max_step_down=10), S(), 8, 64, ("slo_misses",)),
     ("min_replicas", make(0, replicas=2, min_replicas=2), QUIET, S(), 2, 64,
      ("min_replicas",)),
     ("min_replicas beats max_step_up", make(1, replicas=1, min_replicas=7), QUIET, S(), 7,
@@ -352,6 +366,7 @@ def configs(draw: st.DrawFn) -> GuardrailsConfig:
         fallback=fallback,
         fallback_replicas=draw(st.integers(0, 20)) if fallback == "fixed" else None,
         anomaly_freeze=draw(st.booleans()),
+        scale_down_min_attainment=draw(st.none() | st.sampled_from([0.9, 0.99, 1.0])),
     )
 
 
@@ -389,7 +404,8 @@ def inputs(draw: st.DrawFn) -> GuardInput:
         tune_batch_size=draw(often), rl_floor=draw(st.none() | st.integers(0, 25)),
         gpus_per_replica=draw(st.integers(1, 4)),
         gpu_budget_available=draw(st.none() | st.integers(-4, 60)),
-        dry_run=draw(st.booleans()))
+        dry_run=draw(st.booleans()),
+        slo_attainment=draw(st.sampled_from([math.nan, 1.0, 0.995, 0.99, 0.95, 0.0])))
 
 
 def failing(inp: GuardInput) -> bool:
@@ -470,6 +486,21 @@ def check_failed_data_never_scales_down(inp: GuardInput, config: GuardrailsConfi
         assert config.fallback_replicas is not None
         raise_to.append(config.fallback_replicas)
     assert d.replicas <= max(raise_to)
+
+
+def check_slo_misses_never_scale_down(inp: GuardInput, config: GuardrailsConfig,
+                                     state: GuardrailState) -> None:
+    """Under the minimum attainment no scale-down; the way up is what it would be anyway."""
+    config = config.model_copy(update={"scale_down_min_attainment": 0.99})
+    rec = inp.recommendation or Recommendation(inp.replicas + 3)
+    good = dataclasses.replace(inp, data_ok=True, recommendation=rec)
+    calm, _ = apply_guardrails(dataclasses.replace(good, slo_attainment=1.0), config, state)
+    for missing in (0.0, 0.95, 0.989):
+        d, _ = apply_guardrails(dataclasses.replace(good, slo_attainment=missing), config,
+                                state)
+        assert d.replicas >= min(inp.replicas, inp.max_replicas) or inp.paused
+        if calm.replicas >= inp.replicas:
+            assert d.replicas == calm.replicas
 
 
 def check_anomaly_never_scales_down(inp: GuardInput, config: GuardrailsConfig,
@@ -603,7 +634,8 @@ def check_state_update(inp: GuardInput, config: GuardrailsConfig,
 
 SINGLE_TICK_CHECKS = (
     check_every_change_is_explained, check_paused_changes_nothing, check_bounds,
-    check_failed_data_never_scales_down, check_anomaly_never_scales_down, check_max_step,
+    check_failed_data_never_scales_down, check_anomaly_never_scales_down,
+    check_slo_misses_never_scale_down, check_max_step,
     check_gpu_budget, check_batch_needs_every_rule, check_dry_run_decides_as_enforce,
     check_state_update)
 
@@ -771,12 +803,24 @@ def test_impossible_state_is_rejected(bad: dict[str, Any]) -> None:
         GuardrailState(**bad)
 
 
+def test_a_tick_with_misses_holds_a_scale_down_for_itself_alone() -> None:
+    # The stabilization window remembers the policy's value, not the hold: the next clean
+    # tick scales down, however long the window.
+    config = cfg(scale_down_stabilization_s=300)
+    state = S(recommendations=((NOW - 400, 4),))
+    d1, state = apply_guardrails(make(3, slo_attainment=0.9), config, state)
+    assert d1.replicas == 4 and d1.rules == ("slo_misses",)
+    d2, _ = apply_guardrails(dataclasses.replace(make(3, slo_attainment=1.0), time=NOW + 15),
+                             config, state)
+    assert d2.replicas == 3
+
+
 def test_rule_names_are_stable() -> None:
     # they are Prometheus label values and Event text: renaming one breaks dashboards
     assert REPLICA_RULES == (
         "data_hold", "fallback", "rl_floor", "anomaly_freeze", "min_replicas",
         "max_replicas", "gpu_budget", "scale_down_stabilization", "cooldown", "max_step_up",
-        "max_step_down", "unverified_telemetry", "paused")
+        "max_step_down", "unverified_telemetry", "slo_misses", "paused")
     assert BATCH_RULES == (
         "batch_tuning_disabled", "batch_not_allowed", "batch_data_hold", "batch_anomaly",
         "batch_min_ready", "batch_interval", "batch_paused")

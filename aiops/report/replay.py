@@ -98,6 +98,7 @@ class GuardedPolicy(Generic[S]):
             batch_sizes=lim.batch_sizes, tune_batch_size=lim.tune_batch_size,
             rl_floor=floor, gpus_per_replica=lim.gpus_per_replica,
             gpu_budget_available=gpus_available_for(self.cfg, 0), dry_run=False,
+            slo_attainment=snap.slo_attainment,
         )
         decision, guard = apply_guardrails(gin, self.cfg, state.guard)
         self.decisions.append(decision)
