@@ -116,9 +116,14 @@ def test_run_command_on_the_simulated_cluster(tmp_path: Path) -> None:
                                    "--log-format", "text"])
     assert res.exit_code == 0, res.output
     assert "aiops on the simulated cluster, 0.17 h simulated (enforce)" in res.output
-    table = [[c.strip() for c in line.strip("│┃ ").split("│" if "│" in line else "┃")]
+    table = [[c.strip() for c in line.strip()[1:-1].split("│" if "│" in line else "┃")]
              for line in res.output.splitlines() if line.startswith(("│", "┃"))]
-    header, rows = table[0], table[1:]
+    header, rows = table[0], []
+    for line in table[1:]:  # a wrapped cell continues on lines whose first cell is empty
+        if rows and not line[0]:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], line, strict=True)]
+        else:
+            rows.append(line)
     assert header[:4] == ["target", "policy", "GPU-hours", "SLO %"]
     (row,) = rows
     got = dict(zip(header, row, strict=True))
