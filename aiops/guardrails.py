@@ -99,16 +99,16 @@ phase 2 interval, so no smoothing rule can undo a bound):
 12. ``slo_misses`` (with ``scale_down_min_attainment``, 0.99 by default) — a scale-down that
     is still left waits while fewer than that share of the tick's finished requests met
     the SLO (``GuardInput.slo_attainment``; a tick with nothing finished passes): the fleet
-    is short of what it serves right now, whatever the policy planned (within the hard
-    bounds: a ceiling the operator lowered still applies; not while paused, when the pause
-    holds everything and is the rule to name). It is also the last
-    line against a telemetry fault whose numbers look calm: a queue metric stuck at zero
-    is no different from a quiet queue on its first tick, but the latency of the requests
-    it hides shows in that tick's attainment. For this tick alone, after the smoothing
-    rules, for the reason ``unverified_telemetry`` is: a policy that held its own
-    recommendation on such ticks would have the stabilization window remember it, and a
-    miss every few minutes (one request in a hundred late is routine at a 99 % objective)
-    would block every scale-down.
+    is short of what it serves right now, whatever the policy planned. Within the hard
+    bounds (a ceiling the operator lowered still applies), and not while paused (the pause
+    holds everything and is the rule to name). It is also the last line against a
+    telemetry fault whose numbers look calm: a queue metric stuck at zero is no different
+    from a quiet queue on its first tick, but the latency of the requests it hides shows
+    in that tick's attainment. For this tick alone, after the smoothing rules, for the
+    reason ``unverified_telemetry`` is: a policy that held its own recommendation on such
+    ticks would have the stabilization window remember it, and a miss every few minutes
+    (one request in a hundred late is routine at a 99 % objective) would block every
+    scale-down.
 
 Phase 4 — the operator's override:
 
@@ -593,9 +593,9 @@ def apply_guardrails(inp: GuardInput, cfg: GuardrailsConfig,
                   f"{'; '.join(report.unverified)}: no scale-down this tick")
     # Nor is a tick whose requests are missing the SLO one to remove capacity on, whatever
     # the policy planned: the fleet is short of what it serves right now. This tick alone,
-    # as above, so a miss now and then does not hold the fleet for a whole window.
+    # as above, so a miss now and then does not hold the fleet for a whole window; and
+    # never above the hard bounds: a ceiling the operator lowered is a bound, not a plan.
     least = cfg.scale_down_min_attainment
-    # Never above the hard bounds: a ceiling the operator lowered is a bound, not a plan.
     if (least is not None and not failing and not inp.paused
             and math.isfinite(inp.slo_attainment)
             and inp.slo_attainment < least and trail.value < confined(cur)):
