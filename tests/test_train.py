@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,32 @@ def test_training_with_an_slo_target_raises_the_price_while_it_misses(tmp_path: 
     assert 0.005 < reward["final_slo_miss_usd"] <= 0.1
     assert [h["slo_miss_usd"] for h in history] == sorted(h["slo_miss_usd"] for h in history)
     assert "--slo-target 0.99" in report.meta["command"]
+
+
+@pytest.mark.slow
+def test_training_leaves_nothing_in_the_temporary_directory_even_when_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The best checkpoint waits in a scratch directory and stable-baselines3 makes a log
+    directory per run unless given a logger: a run stopped by Ctrl-C must leave neither
+    behind, or every training and every test session adds to the machine's /tmp."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    csv = write_rate_series(tmp_path / "eval.csv", minutes=10)
+    seen: list[int] = []
+
+    def interrupt(step: int, _stats: dict[str, Any]) -> None:
+        seen.append(step)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_ppo(tiny_config(tmp_path / "o", csv), progress=interrupt)
+    assert seen  # it was stopped inside learn(), not before
+    # torch keeps one compile cache per user there (torchinductor_<user>), reused by every
+    # run: not a run's leftovers.
+    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+    assert left == []
+    assert not (tmp_path / "o" / "model.zip").exists()
 
 
 def test_slo_target_out_of_range_is_an_input_error() -> None:

@@ -523,6 +523,7 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     say = log or (lambda _msg: None)
     profiles = [load_profile(name) for name in cfg.profiles]
@@ -561,12 +562,14 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
         policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
                        "activation_fn": torch.nn.Tanh},
     )
+    # Without a logger of its own, every learn() makes an empty SB3-<time> directory under
+    # the system's temporary directory, never removed; progress is reported by the callback.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     if h.start_bias > 0:
         start_as_base(model.policy, factors, batch_sizes, profile.default_batch_size,
                       h.start_bias)
     tracker = RangeTracker()
     history: list[dict[str, Any]] = []
-    work = Path(tempfile.mkdtemp(prefix="aiops-train-"))
     best: dict[str, Any] = {"score": math.inf, "key": (math.inf, math.inf, math.inf)}
     target = cfg.reward.slo_target
     price = MissPrice(cfg.reward.slo_miss_usd, target, cfg.reward.price_lr,
@@ -636,17 +639,20 @@ def _train(cfg: TrainConfig, progress: ProgressFn | None,
             return True
 
     callback = Callback()
-    model.learn(total_timesteps=cfg.timesteps, callback=callback, progress_bar=False)
-    done = model.num_timesteps
-    if not history or history[-1]["timesteps"] != done:
-        evaluate(done)
-    wall = time.perf_counter() - clock["start"]
+    # The best checkpoint so far waits here; removed however training ends (an interrupt too).
+    work = Path(tempfile.mkdtemp(prefix="aiops-train-"))
+    try:
+        model.learn(total_timesteps=cfg.timesteps, callback=callback, progress_bar=False)
+        done = model.num_timesteps
+        if not history or history[-1]["timesteps"] != done:
+            evaluate(done)
+        wall = time.perf_counter() - clock["start"]
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "best.zip", cfg.output / MODEL_FILE)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     train_s = wall - clock["eval_s"]
     steps_per_s = done / max(train_s, 1e-9)
-
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(work / "best.zip", cfg.output / MODEL_FILE)
-    shutil.rmtree(work, ignore_errors=True)
     for spec, row in best["rows"].items():
         table[spec] = {"ppo": row, **table[spec]}
     meta = write_meta(cfg, profiles, evals, table=table, notes=notes, history=history,
