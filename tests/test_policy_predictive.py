@@ -171,9 +171,10 @@ def test_the_base_counts_every_miss_even_while_replicas_are_starting() -> None:
 
 def closed_loop_attainment(p: PredictivePolicy, days: float) -> float:
     """Request-weighted attainment over the last day of a plant whose misses fall with the
-    spare and grow with the load (``10 % x exp(-spare / 2) x (load / mean)^2``: a spare of
-    about 5 meets 99 %), at a load that swings daily between 30 and 130 requests per tick:
-    as in real traffic, the peak's misses are the ones that count."""
+    spare and grow with the load (``10 % x exp(-spare / 1.2) x (load / mean)^2``: a spare
+    of about 3.4 meets 99 %, under the cap of 4), at a load that swings daily between 30
+    and 130 requests per tick: as in real traffic, the peak's misses are the ones that
+    count."""
     state = p.initial_state()
     missed = finished = 0.0
     ticks = int(days * 86_400 / CTX.interval_s)
@@ -181,7 +182,7 @@ def closed_loop_attainment(p: PredictivePolicy, days: float) -> float:
     for i in range(ticks):
         t = CTX.interval_s * i
         n = 80.0 + 50.0 * math.sin(2 * math.pi * t / 86_400)
-        a = 1.0 - 0.1 * math.exp(-state.spare / 2.0) * (n / 80.0) ** 2
+        a = 1.0 - 0.1 * math.exp(-state.spare / 1.2) * (n / 80.0) ** 2
         _, state = p.decide(PolicyInput(snap(t, 4, rate=8.0, attainment=a, finished=n),
                                         CTX), state)
         if i >= last_day:
@@ -254,6 +255,20 @@ def test_the_spare_stays_within_its_bounds_and_relaxes_back() -> None:
     for i in range(600):  # 2.5 h: three of the leak's 50-minute time constants
         _, state = p.decide(PolicyInput(snap(10_000 + 15.0 * i, 4, rate=8.0), CTX), state)
     assert abs(state.spare - DEFAULTS["spare"]) < 0.2 * (3.0 - DEFAULTS["spare"])
+
+
+def test_misses_the_spare_cannot_remove_buy_no_more_than_four_square_roots() -> None:
+    """However long requests keep missing, the default plan stops at R + 4 sqrt(R): beyond
+    that spare makes replicas idle rather than shortening queues."""
+    p = policy()
+    state = p.initial_state()
+    replicas = 4
+    for i in range(2000):  # 8 h of every other request missing
+        rec, state = p.decide(PolicyInput(snap(15.0 * i, replicas, rate=8.0, attainment=0.5,
+                                               finished=100.0), CTX), state)
+        replicas = rec.replicas
+    assert state.spare == pytest.approx(4.0) and state.base == pytest.approx(4.0)
+    assert replicas == staffed(8.0, 4.0) == 12
 
 
 def work_capacity(prompt: float, generated: float) -> float:
