@@ -103,7 +103,7 @@ def test_most_faults_are_reported_within_two_ticks(
 
 # Onsets where the policy alone does scale down inside the fault (in the crowd's tail), so
 # that the scenario tests something.
-@pytest.mark.parametrize("onset", [2460.0, 2700.0])
+@pytest.mark.parametrize("onset", [2580.0, 2700.0])
 def test_a_doubled_scrape_on_a_quiet_service_is_caught_before_any_scale_down(
         onset: float) -> None:
     # a flash crowd at a tenth of its traffic: a few requests a tick and a few sequences
