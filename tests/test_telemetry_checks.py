@@ -301,6 +301,27 @@ def test_traffic_ending_leaves_no_doubt_for_the_idle_stretch_after_it() -> None:
     assert not any(doubts for _, doubts in idle[8:])  # free past the freshness limit
 
 
+def test_traffic_that_stops_in_the_middle_of_a_tick_breaks_no_littles_law() -> None:
+    """A rate is the tick's mean and a gauge its end: when the clients stop halfway through
+    a tick, the rate still counts half a tick of arrivals while every request has left, and
+    the time in the system read from the end alone falls far below its usual. That is a
+    client outage, not a broken exporter, and its idle stretch must not be held."""
+    checks = TelemetryChecks(VLLM_METRICS)
+    rows = traffic(201)
+    feed(checks, rows[:200])
+    last = rows[199]
+    (stop,) = traffic(1, seed=1)
+    stop.update(arrival_rate=last["arrival_rate"] / 2,
+                prompt_tokens_rate=last["prompt_tokens_rate"] / 2,
+                requests_running=1.0, kv_cache_usage=0.0008)  # all but one request has left
+    ticks = feed(checks, [stop], start=200)
+    ticks += feed(checks, [dict(ZERO_PAGE) for _ in range(12)], start=201)
+    assert not any(doubts_with(ticks, "Little's law"))
+    assert not any(f.rule == "time_in_system"
+                   for found, _ in ticks for f in found)
+    assert not any(doubts for _, doubts in ticks[9:])  # free past the freshness limit
+
+
 def test_more_exporters_than_pods_but_not_twice_as_many_is_a_doubt() -> None:
     checks = TelemetryChecks(VLLM_METRICS)
     for k in range(20):

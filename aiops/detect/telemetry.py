@@ -174,6 +174,7 @@ class Relation:
     queue_free: bool = False  # judged only while nothing waits (see RELATIONS)
     sparse: bool = False  # judged from one event a side, not ``min_events`` (see RELATIONS)
     balanced: bool = False  # judged only while the number in the system holds (RELATIONS)
+    tick_mean: bool = False  # count gauges read as their mean over the tick (RELATIONS)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -202,6 +203,11 @@ class Relation:
 # the number in the system moved by less than half a tick's arrivals (``balanced``).
 # Time in system alone is judged from a single request in the system, so that a thousandfold
 # rate is caught on a quiet service too; its one-sided 4x margin leaves room for the noise.
+# Little's law relates the *mean* number in the system to the mean arrival rate, and a rate
+# is a tick's mean while a gauge is read at the tick's end: when traffic stops in the middle
+# of a tick, the rate still counts the first half's arrivals and the gauge has drained, and
+# the ratio falls to a third of its usual for real (a client outage). So the counts are read
+# as the mean of the tick's two ends (``tick_mean``), which steady traffic leaves unchanged.
 RELATIONS: tuple[Relation, ...] = (
     Relation("tokens_per_request_in", (("prompt_tokens_rate",),), (("arrival_rate",),),
              "both", "prompt tokens per request", 4.0, queue_free=True),
@@ -212,7 +218,7 @@ RELATIONS: tuple[Relation, ...] = (
              "KV per running sequence over prompt tokens per request", 1.5, queue_free=True),
     Relation("time_in_system", (("requests_running", "requests_waiting"),),
              (("arrival_rate",),), "low", "seconds in system (Little's law)", 4.0,
-             sparse=True),
+             sparse=True, tick_mean=True),
 )
 
 _RATE_METRICS = ("arrival_rate", "prompt_tokens_rate", "generation_tokens_rate")
@@ -639,6 +645,10 @@ class TelemetryChecks:
         that a gate excludes (a queue, a drain), empties it."""
         factors = (*rel.num, *rel.den)
         values = [self._factor(f, v, cap, dt, 0.0)[0] for f in factors]
+        if rel.tick_mean:  # the previous reading is the tick's other end (self.prev)
+            values = [(x + self._factor(f, self.prev, cap, dt, 0.0)[0]) / 2
+                      if f[0] in _COUNT_METRICS else x
+                      for f, x in zip(factors, values, strict=True)]
         if dt <= 0 or not all(math.isfinite(x) and x >= 0 for x in values):
             self._drop_pool(k)
             self.pending[k] = 0
