@@ -85,6 +85,52 @@ def test_the_forecast_a_cold_start_ahead_sets_the_plan_when_it_is_higher() -> No
     assert "(forecast)" in rec.reason
 
 
+def spiked(now: float, level: float, spike: float) -> Forecast:
+    """A last-value-like forecast: ``spike`` over the window a cold start ahead."""
+    values = np.full(12, level)
+    values[6] = spike  # step 6 covers now+90..now+105
+    return forecast(now, values)
+
+
+def test_a_rise_in_the_forecast_is_followed_once_the_next_tick_repeats_it() -> None:
+    # The observed rate stays at 8 req/s: only the forecast speaks of 40.
+    p = policy()
+    state = p.initial_state()
+    rec, state = p.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
+                          state)
+    # One tick's forecast of a rise a cold start ahead: not believed on its own.
+    rec, state = p.decide(PolicyInput(snap(15.0, 4), CTX, forecast=spiked(15.0, 8.0, 40.0)),
+                          state)
+    assert rec.replicas == staffed(8.0, DEFAULTS["spare"])
+    # Said again on the next tick, it is.
+    rec, state = p.decide(PolicyInput(snap(30.0, 4), CTX, forecast=spiked(30.0, 8.0, 40.0)),
+                          state)
+    assert rec.replicas == staffed(40.0, DEFAULTS["spare"]) and "(forecast)" in rec.reason
+    # With confirm=1 the first tick's rise is acted on at once.
+    eager = policy("predictive:confirm=1")
+    state = eager.initial_state()
+    _, state = eager.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
+                            state)
+    rec, _ = eager.decide(PolicyInput(snap(15.0, 4), CTX, forecast=spiked(15.0, 8.0, 40.0)),
+                          state)
+    assert rec.replicas == staffed(40.0, DEFAULTS["spare"])
+
+
+def test_a_tick_without_a_forecast_leaves_nothing_to_confirm_the_next_one() -> None:
+    p = policy()
+    state = p.initial_state()
+    _, state = p.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
+                        state)
+    _, state = p.decide(PolicyInput(snap(15.0, 4), CTX), state)
+    assert state.forecasts == ()
+    # The first forecast after the gap stands alone, as the very first one does: an old
+    # reading from before the gap does not hold it down.
+    rec, state = p.decide(PolicyInput(snap(30.0, 4), CTX, forecast=spiked(30.0, 8.0, 40.0)),
+                          state)
+    assert rec.replicas == staffed(40.0, DEFAULTS["spare"])
+    assert state.forecasts == (40.0,)
+
+
 @pytest.mark.parametrize("spike_step", [0, 2, 9])
 def test_forecast_load_outside_the_cold_start_window_is_ignored(spike_step: int) -> None:
     p = policy()
@@ -388,6 +434,8 @@ def test_from_spec_checks_every_parameter() -> None:
                        ("predictive:spare=20", "spare"),
                        ("predictive:burst_quantile=0", "burst_quantile"),
                        ("predictive:horizon=0", "horizon"),
+                       ("predictive:confirm=0", "confirm"),
+                       ("predictive:confirm=1.5", "confirm"),
                        ("predictive:nope=1", "nope")):
         with pytest.raises(InputError, match=words):
             policy(bad)
