@@ -675,9 +675,10 @@ def forecast_need(forecast: Forecast | None, now: float,
 
     The window is [now, now + cold start + interval]: a replica removed now cannot be back
     before a cold start has passed, so whatever the median says is needed at any point of
-    that span must be kept. (``predictive`` plans on the p90 at the *end* of it, where a
-    replica asked for now arrives; the floor is the median, so the agent keeps the right to
-    be leaner than ``predictive``, never leaner than the likeliest future.)"""
+    that span must be kept. (``predictive`` plans on the forecast at the *end* of it, where
+    a replica asked for now arrives, with spare on top; the floor is the bare median, so the
+    agent keeps the right to be leaner than ``predictive``, never leaner than the likeliest
+    future.)"""
     if forecast is None or forecast.horizon == 0 or not ctx.replica_capacity_rps > 0:
         return None
     q = forecast.quantiles.get(0.5)
