@@ -92,42 +92,32 @@ def spiked(now: float, level: float, spike: float) -> Forecast:
     return forecast(now, values)
 
 
+def replicas_on(p: PredictivePolicy, spikes: list[float | None]
+                ) -> tuple[list[int], PredictiveState]:
+    """The plans for one tick each, 15 s apart, at an observed 8 req/s, with a forecast of
+    8 req/s but for the given load a cold start ahead (None: no forecast that tick)."""
+    state, out = p.initial_state(), []
+    for i, spike in enumerate(spikes):
+        t = 15.0 * i
+        fc = None if spike is None else spiked(t, 8.0, spike)
+        rec, state = p.decide(PolicyInput(snap(t, 4), CTX, forecast=fc), state)
+        out.append(rec.replicas)
+    return out, state
+
+
 def test_a_rise_in_the_forecast_is_followed_once_the_next_tick_repeats_it() -> None:
-    # The observed rate stays at 8 req/s: only the forecast speaks of 40.
-    p = policy()
-    state = p.initial_state()
-    rec, state = p.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
-                          state)
-    # One tick's forecast of a rise a cold start ahead: not believed on its own.
-    rec, state = p.decide(PolicyInput(snap(15.0, 4), CTX, forecast=spiked(15.0, 8.0, 40.0)),
-                          state)
-    assert rec.replicas == staffed(8.0, DEFAULTS["spare"])
-    # Said again on the next tick, it is.
-    rec, state = p.decide(PolicyInput(snap(30.0, 4), CTX, forecast=spiked(30.0, 8.0, 40.0)),
-                          state)
-    assert rec.replicas == staffed(40.0, DEFAULTS["spare"]) and "(forecast)" in rec.reason
+    level, rise = staffed(8.0, DEFAULTS["spare"]), staffed(40.0, DEFAULTS["spare"])
+    # One tick's forecast of a rise is not believed on its own; said again, it is.
+    assert replicas_on(policy(), [8.0, 40.0, 40.0])[0] == [level, level, rise]
     # With confirm=1 the first tick's rise is acted on at once.
-    eager = policy("predictive:confirm=1")
-    state = eager.initial_state()
-    _, state = eager.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
-                            state)
-    rec, _ = eager.decide(PolicyInput(snap(15.0, 4), CTX, forecast=spiked(15.0, 8.0, 40.0)),
-                          state)
-    assert rec.replicas == staffed(40.0, DEFAULTS["spare"])
+    assert replicas_on(policy("predictive:confirm=1"), [8.0, 40.0])[0] == [level, rise]
 
 
 def test_a_tick_without_a_forecast_leaves_nothing_to_confirm_the_next_one() -> None:
-    p = policy()
-    state = p.initial_state()
-    _, state = p.decide(PolicyInput(snap(0.0, 4), CTX, forecast=spiked(0.0, 8.0, 8.0)),
-                        state)
-    _, state = p.decide(PolicyInput(snap(15.0, 4), CTX), state)
-    assert state.forecasts == ()
     # The first forecast after the gap stands alone, as the very first one does: an old
     # reading from before the gap does not hold it down.
-    rec, state = p.decide(PolicyInput(snap(30.0, 4), CTX, forecast=spiked(30.0, 8.0, 40.0)),
-                          state)
-    assert rec.replicas == staffed(40.0, DEFAULTS["spare"])
+    plans, state = replicas_on(policy(), [8.0, None, 40.0])
+    assert plans[-1] == staffed(40.0, DEFAULTS["spare"])
     assert state.forecasts == (40.0,)
 
 
