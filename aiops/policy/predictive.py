@@ -10,10 +10,12 @@ The plan, each decision:
      it arrives — taken as the lowest of the last ``confirm`` ticks' forecasts of it. A
      forecast that follows the last tick (the naive one; any forecaster, at the moment a
      burst lands) echoes a 15-s burst as a load one cold start ahead; replicas asked for on
-     it are ready as the burst has long gone, and held for the scale-down window they cost
-     a cold start and a minute and a half each while serving nothing. A rise the forecast
-     repeats on the next tick is followed one tick later; a forecast of a daily cycle moves
-     little from one tick to the next, so its lowest of two is itself;
+     it are ready only when the burst has long gone, and the scale-down window holds them
+     until then, so each costs a cold start of GPU time and serves nothing. A rise the
+     forecast repeats on the next tick is followed one tick later; a forecast of a daily
+     cycle moves little from one tick to the next, so its lowest of two is itself. The
+     first forecast, or the first after a tick without one, has nothing to confirm it and
+     stands alone;
    * the observed rate, smoothed over ``smoothing`` seconds — a level the forecast has not
      caught up with yet;
    * the ``burst_quantile`` of the observed rate over the last ``burst_window`` seconds —
