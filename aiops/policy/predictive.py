@@ -119,8 +119,8 @@ minutes; the spare relaxes towards the base with a 50-minute time constant; two 
 burst memory at its 95th percentile; two minutes of smoothing for the observed rate; a rise in
 the forecast believed when two ticks in a row say it (one tick's spike is the bursts term's
 business: on the one-hour Azure code trace, whose bursts last one or two ticks, acting on
-one tick's forecast cost 8 % more GPU-hours for no better attainment, and on a crowd that
-triples the load, waiting one tick costs about one point of its attainment). The base
+one tick's forecast cost 8 % more GPU-hours for no better attainment, and on a flash crowd
+that rises in ten seconds, waiting one tick costs about one point of its attainment). The base
 moves twenty times more slowly than the spare (``base_gain``): a five-minute burst that half
 the requests miss raises it by about one and a half, which good service then pays back over
 hours, while the fast spare has long since dealt with the burst itself.
