@@ -133,8 +133,8 @@ while the requests stay few, so spare bought for them costs more than the misses
 objective's budget is for. A higher cap also let the fast controller wind up on a crowd's
 misses made while replicas were starting: on a crowd that quadruples a 90-minute day's load,
 a cap of 8 kept 22 replicas for the next 50 minutes where a fixed fleet of 12 reaches 99 %.
-Capped at 4, the crowd costs 16-27 % fewer GPU-hours, and a ServeGen week whose first hours
-bring such prompts 3 % fewer, both at the same attainment within 0.13 point."""
+Capped at 4, the held-out crowds cost 11-27 % fewer GPU-hours, and a ServeGen week whose
+first hours bring such prompts 4 % fewer, both at the same attainment within 0.1 point."""
 
 PARAMS = frozenset({*DEFAULTS, "down_window"})
 
