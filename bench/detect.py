@@ -130,15 +130,22 @@ def target_tick(detector: str, ticks: int = 1500, warm: int = 600) -> dict[str, 
     """The daemon's per-target tick: every vLLM metric of a snapshot, one tick per call
     (``TargetScorer.update``: the telemetry checks and one detector per metric), on a
     steady synthetic deployment. Points per CPU-second count each metric of a tick."""
-    from aiops.detect.multivariate import VLLM_METRICS, Capacity, TargetScorer
+    from aiops.detect import multivariate
+    from aiops.detect.multivariate import VLLM_METRICS, TargetScorer
 
     rng = np.random.default_rng(0)
-    try:  # a 30-s scrape read every 15 s: two sample ages in turn, as the ingest reads them
-        caps = [Capacity(ready_replicas=8, replicas=8, batch_size=64, sample_age=age)
-                for age in (8.0, 23.0)]
-    except TypeError:  # an older checkout reads no sample age
-        caps = [Capacity(ready_replicas=8, replicas=8, batch_size=64)] * 2
+    capacity = getattr(multivariate, "Capacity", None)
+    caps: list[Any] | None
+    if capacity is None:  # a checkout from before the telemetry checks: the tick takes none
+        caps = None
+    else:
+        try:  # a 30-s scrape read every 15 s: two sample ages in turn, as the ingest reads them
+            caps = [capacity(ready_replicas=8, replicas=8, batch_size=64, sample_age=age)
+                    for age in (8.0, 23.0)]
+        except TypeError:  # an older checkout reads no sample age
+            caps = [capacity(ready_replicas=8, replicas=8, batch_size=64)] * 2
     scorer = TargetScorer(detector=detector)
+
     known = {m.name for m in VLLM_METRICS}  # an older checkout may watch fewer
     rows = []
     for k in range(warm + ticks):
@@ -152,18 +159,28 @@ def target_tick(detector: str, ticks: int = 1500, warm: int = 600) -> dict[str, 
                "tpot_p99": 0.03 * (1 + rng.normal(0, 0.05)),
                "ttft_p50": 0.1 * (1 + rng.normal(0, 0.05))}
         rows.append({m: x for m, x in row.items() if m in known})
+
+    def tick(k: int) -> None:
+        if caps is None:
+            scorer.update(15.0 * k, rows[k])
+        else:
+            scorer.update(15.0 * k, rows[k], capacity=caps[k % 2])
+
     for k in range(warm):
-        scorer.update(15.0 * k, rows[k], capacity=caps[k % 2])
+        tick(k)
     start = time.process_time()
     for k in range(warm, warm + ticks):
-        scorer.update(15.0 * k, rows[k], capacity=caps[k % 2])
+        tick(k)
     per_tick = (time.process_time() - start) / ticks
     return {"ticks_per_s": round(1 / per_tick), "points_per_s": round(len(rows[0]) / per_tick)}
 
 
 def speed_here(longest: Path) -> dict[str, Any]:
     """The default detector one point per call, and the daemon's tick with it."""
-    series = read_series(longest, unsorted="skip")
+    try:
+        series = read_series(longest, unsorted="skip")
+    except TypeError:  # an older checkout has no --unsorted (and the file is sorted)
+        series = read_series(longest)
     return {"default": DEFAULT_DETECTOR,
             "per_point": throughput(DEFAULT_DETECTOR, series.t, series.x),
             "target_tick": target_tick(DEFAULT_DETECTOR)}
