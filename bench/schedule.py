@@ -5,8 +5,9 @@ misses could save against the cheapest fixed fleet.
 and with its ``oracle``. That oracle plans, interval by interval, the fewest replicas for the
 load it knows is coming and adds replicas where requests still miss; where misses depend on
 the fleet more than on the load (prompts near the TTFT limit, which meet it only on an almost
-idle replica) it ends up no cheaper than a fixed fleet. So "how much could any policy save
-here?" needs another measure. This one prices misses directly:
+idle replica; replies of a few tokens whose inter-token gaps take in another prompt's prefill)
+it ends up no cheaper than a fixed fleet. So "how much could any policy save here?" needs
+another measure. This one prices misses directly:
 
 1. The workload is replayed on fixed fleets of each size in ``--sizes``, recording the
    requests that finished and those that missed the SLO in every ``--bucket``.
