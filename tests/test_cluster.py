@@ -315,6 +315,52 @@ def test_prometheus_metrics_use_vllm_names_and_count_every_request() -> None:
     assert m["vllm:generation_tokens_total"] == 100 * len(w)
 
 
+def test_tpot_is_exported_per_request_and_per_output_token() -> None:
+    """vLLM exports TPOT twice: once per finished request, once per inter-token gap. A reply
+    of n tokens is one count in the first and n - 1 in the second (one output token: no
+    TPOT in either); both fill the same whether scraped all along or only at the end."""
+    rng = np.random.default_rng(4)
+    n = 600
+    gen = rng.choice([1, 2, 3, 40, 300], size=n)
+    w = Workload(name="mixed", arrivals=np.sort(rng.uniform(0.0, 120.0, n)),
+                 context_tokens=rng.integers(50, 3000, n), generated_tokens=gen,
+                 duration=120.0, meta={})
+    scraped = {}
+    for along in (True, False):
+        sim = ClusterSim(PROFILE, w, replicas=2)
+        while sim.time < 120.0 - 1e-9:
+            sim.step(15.0)
+            if along:
+                sim.prometheus_metrics()
+        sim.finish()
+        scraped[along] = sim.prometheus_metrics()
+        tpot = sim.tpot
+        has = ~np.isnan(tpot)
+        assert has.sum() == (gen > 1).sum()
+        m = scraped[along]
+        assert m["vllm:request_time_per_output_token_seconds_count"] == has.sum()
+        assert m["vllm:time_per_output_token_seconds_count"] == (gen[has] - 1).sum()
+        assert m["vllm:request_time_per_output_token_seconds_sum"] == pytest.approx(
+            tpot[has].sum())
+        assert m["vllm:time_per_output_token_seconds_sum"] == pytest.approx(
+            (tpot[has] * (gen[has] - 1)).sum())
+        slow = tpot[has] > 0.05
+        per_token = m["vllm:time_per_output_token_seconds_bucket"]
+        per_request = m["vllm:request_time_per_output_token_seconds_bucket"]
+        assert isinstance(per_token, dict) and isinstance(per_request, dict)
+        assert per_request["0.05"] == (~slow).sum()
+        assert per_token["0.05"] == (gen[has][~slow] - 1).sum()
+    tpot_series = [name for name in scraped[True] if "time_per_output_token" in name]
+    assert len(tpot_series) == 6
+    for name in tpot_series:
+        value, expect = scraped[True][name], scraped[False][name]
+        if isinstance(value, dict):
+            assert isinstance(expect, dict) and value.keys() == expect.keys(), name
+            assert list(value.values()) == pytest.approx(list(expect.values())), name
+        else:
+            assert value == pytest.approx(expect), name
+
+
 # ------------------------------------------------------------------ bounded memory
 
 

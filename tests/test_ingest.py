@@ -211,7 +211,9 @@ RENDER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("ttft p99", {}, "ttft_p99",
      f"histogram_quantile(0.99, sum by (le) "
      f"(rate(vllm:time_to_first_token_seconds_bucket{{{VLLM}}}[60s])))"),
-    ("tpot p99", {}, "tpot_p99",
+    ("tpot p99 per request, else per token", {}, "tpot_p99",
+     f"histogram_quantile(0.99, sum by (le) "
+     f"(rate(vllm:request_time_per_output_token_seconds_bucket{{{VLLM}}}[60s]))) or "
      f"histogram_quantile(0.99, sum by (le) "
      f"(rate(vllm:time_per_output_token_seconds_bucket{{{VLLM}}}[60s])))"),
     ("dcgm percent to fraction", {}, "gpu_utilization",

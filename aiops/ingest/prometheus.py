@@ -278,10 +278,11 @@ class PrometheusSource:
     def _attainment(self, target: TargetConfig, promql: dict[str, str], at: float,
                     no_pods: bool) -> float:
         """SLO attainment over the rate window from vLLM's histograms: the share within
-        the TTFT objective times the share within TPOT (tokens, not requests: vLLM's TPOT
-        histogram counts output tokens), over the prompts any replica could serve in
-        time. NaN when a share is unknown (no request, or an objective that is not one of
-        vLLM's bucket bounds)."""
+        the TTFT objective times the share within TPOT (of requests where vLLM exports its
+        per-request TPOT histogram, else of output tokens, which reads kinder: see
+        ``tpot_ok``), over the prompts any replica could serve in time. NaN when a share
+        is unknown (no request, or an objective that is not one of vLLM's bucket
+        bounds)."""
         if no_pods:
             return float("nan")
         ttft = self._value(target, "ttft_ok", promql, at)

@@ -193,7 +193,8 @@ C_FEAS = 4
 C_ARR = 5
 C_FIN = 6
 C_CTX = 7  # prompt tokens (vLLM's prompt-length histogram)
-C_SIZE = 8
+C_GEN = 8  # output tokens (how many inter-token gaps vLLM's per-token TPOT histogram counts)
+C_SIZE = 9
 
 # ``advance`` return codes
 DONE = 0
@@ -418,6 +419,7 @@ def _finish(rf: np.ndarray, rq: np.ndarray, st: np.ndarray, pf: np.ndarray, clog
     clog[k, C_ARR] = rf[s, F_ARR]
     clog[k, C_FIN] = t
     clog[k, C_CTX] = rf[s, F_CTX]
+    clog[k, C_GEN] = rf[s, F_GEN]
     st[G_NCOMP_LOG] = k + 1
     low = int(st[G_LOW])
     tail = int(st[G_TAIL_ID])

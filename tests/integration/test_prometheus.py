@@ -56,6 +56,10 @@ PODS = ("vllm-llama-7c9d8b6f5d-x2x4z", "vllm-llama-7c9d8b6f5d-q8k2n")
 OLD = TargetConfig(name="old", namespace=NS, deployment="vllm-old")  # gpu_cache_usage_perc only
 IDLE = TargetConfig(name="idle", namespace=NS, deployment="vllm-idle")  # scaled to zero
 DUP = TargetConfig(name="dup", namespace=NS, deployment="vllm-dup")  # two kube-state-metrics
+# The same scrapes from a vLLM that exports TPOT per output token only (before vLLM v1's
+# per-request histogram).
+PER_TOKEN = TargetConfig(name="per-token", namespace=NS, deployment="vllm-v0", model_name=MODEL)
+PER_TOKEN_PODS = ("vllm-v0-6c8d9b7f4d-m3n4p", "vllm-v0-6c8d9b7f4d-r5s6t")
 
 
 Scrape = dict[str, float | dict[str, float]]  # ClusterSim.prometheus_metrics()
@@ -112,11 +116,13 @@ def isplit(value: float, part: int) -> float:
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")
 HISTOGRAMS = ("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds",
-              "vllm:request_prompt_tokens")
+              "vllm:request_time_per_output_token_seconds", "vllm:request_prompt_tokens")
+PER_TOKEN_HISTOGRAMS = tuple(h for h in HISTOGRAMS
+                             if h != "vllm:request_time_per_output_token_seconds")
 
 
-def write_vllm_pod(om: OpenMetrics, m: Scrape, labels: dict[str, str], part: int, t: int
-                   ) -> None:
+def write_vllm_pod(om: OpenMetrics, m: Scrape, labels: dict[str, str], part: int, t: int,
+                   histograms: tuple[str, ...] = HISTOGRAMS) -> None:
     """One pod's share of the Deployment-wide scrape ``m`` (``part`` 0 or 1 of two)."""
     for name in GAUGES:
         om.add(name, "gauge", name, labels, t, num(m, name) / 2)
@@ -130,7 +136,7 @@ def write_vllm_pod(om: OpenMetrics, m: Scrape, labels: dict[str, str], part: int
     for name in COUNTERS:
         om.add(name.removesuffix("_total"), "counter", name, labels, t,
                isplit(num(m, name), part))
-    for fam in HISTOGRAMS:
+    for fam in histograms:
         buckets = hist(m, fam + "_bucket")
         for le, count in buckets.items():
             om.add(fam, "histogram", fam + "_bucket", {**labels, "le": le}, t,
@@ -233,6 +239,12 @@ def recording(start_prometheus: Callable[[str, str], RunningPrometheus]) -> Reco
         write_ksm(om, NS, "vllm-llama", t, num(m, "kube_deployment_spec_replicas"),
                   num(m, "kube_deployment_status_replicas_ready"),
                   num(m, "kube_deployment_status_replicas"))
+        for part, pod in enumerate(PER_TOKEN_PODS):
+            write_vllm_pod(om, m, {"namespace": NS, "pod": pod, "model_name": MODEL},
+                           part, t, PER_TOKEN_HISTOGRAMS)
+        write_ksm(om, NS, "vllm-v0", t, num(m, "kube_deployment_spec_replicas"),
+                  num(m, "kube_deployment_status_replicas_ready"),
+                  num(m, "kube_deployment_status_replicas"))
         # Decoys: another Deployment whose name starts the same, the same name in another
         # namespace, another model served by the same pods. None may leak into MAIN.
         decoy["running"] += 1000.0
@@ -299,14 +311,16 @@ def test_snapshot_matches_the_simulator(recording: Recording, t: int) -> None:
         recording.rate("vllm:generation_tokens_total", k), rel=1e-9)
     for got, q, fam in ((snap.ttft_p50, 0.5, "vllm:time_to_first_token_seconds"),
                         (snap.ttft_p99, 0.99, "vllm:time_to_first_token_seconds"),
-                        (snap.tpot_p99, 0.99, "vllm:time_per_output_token_seconds")):
+                        (snap.tpot_p99, 0.99, "vllm:request_time_per_output_token_seconds")):
         assert got == pytest.approx(recording.quantile(q, fam, k), rel=1e-6, nan_ok=True)
     assert snap.ttft_p50 <= snap.ttft_p99
     # SLO attainment from the histograms at the objectives (TTFT 0.5 s, TPOT 50 ms), over
     # the prompts short enough to be served in time (vLLM's bucket at 5,000 tokens).
     long = 1.0 - recording.below("vllm:request_prompt_tokens", "5000.0", k)
+    # TPOT per request, as the objective is set (and as the simulator's snapshot counts).
     expect = (recording.below("vllm:time_to_first_token_seconds", "0.5", k)
-              * recording.below("vllm:time_per_output_token_seconds", "0.05", k) / (1 - long))
+              * recording.below("vllm:request_time_per_output_token_seconds", "0.05", k)
+              / (1 - long))
     assert snap.slo_attainment == pytest.approx(min(expect, 1.0), rel=1e-6)
     assert 0.0 <= snap.slo_attainment <= 1.0
     assert snap.requests_finished == pytest.approx(snap.arrival_rate * 60.0)
@@ -336,6 +350,27 @@ def test_old_vllm_metric_name_and_missing_optional_series(recording: Recording) 
     assert (snap.prompt_tokens_rate, snap.generation_tokens_rate) == pytest.approx((600, 150))
     assert math.isnan(snap.ttft_p99) and math.isnan(snap.tpot_p99)  # no histograms
     assert math.isnan(snap.gpu_utilization)  # no DCGM
+
+
+def test_tpot_per_output_token_where_vllm_exports_no_per_request_histogram(
+        recording: Recording) -> None:
+    """An older vLLM's TPOT histogram counts output tokens: the attainment falls back to it,
+    and reads kinder than the per-request one wherever a slow reply is short."""
+    kinder = 0
+    for t in (300, 600, 960, 1200, 1950, 2400):
+        k = t // STEP
+        snap = source(recording).snapshot(PER_TOKEN, recording.at(k))
+        per_request = source(recording).snapshot(MAIN, recording.at(k))
+        assert snap.tpot_p99 == pytest.approx(
+            recording.quantile(0.99, "vllm:time_per_output_token_seconds", k), rel=1e-6)
+        long = 1.0 - recording.below("vllm:request_prompt_tokens", "5000.0", k)
+        expect = (recording.below("vllm:time_to_first_token_seconds", "0.5", k)
+                  * recording.below("vllm:time_per_output_token_seconds", "0.05", k)
+                  / (1 - long))
+        assert snap.slo_attainment == pytest.approx(min(expect, 1.0), rel=1e-6)
+        assert snap.arrival_rate == pytest.approx(per_request.arrival_rate, rel=1e-9)
+        kinder += snap.slo_attainment > per_request.slo_attainment + 1e-9
+    assert kinder > 0
 
 
 def test_a_deployment_scaled_to_zero_reads_as_zero_load(recording: Recording) -> None:
