@@ -121,8 +121,8 @@ _SPECS: tuple[QuerySpec, ...] = (
               "median time to first token over the window", required=False, nan_ok=True),
     QuerySpec("ttft_p99", _vllm_hist("0.99", "vllm:time_to_first_token_seconds_bucket"), "s",
               "p99 time to first token over the window", required=False, nan_ok=True),
-    # TPOT per request where vLLM exports it (request_time_per_output_token_seconds, vLLM
-    # v1), per output token otherwise. An objective on TPOT is set per request, and the
+    # TPOT per request where vLLM exports it (request_time_per_output_token_seconds, in
+    # recent releases), per output token otherwise. An objective on TPOT is set per request, and the
     # two differ most where misses are hardest to buy: a reply of three tokens whose gaps
     # took in another prompt's prefill misses as a request but weighs two tokens among
     # thousands, so a controller fed the per-token share aims at a kinder number than the

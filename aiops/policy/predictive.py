@@ -136,15 +136,15 @@ roots about one request in 700 waits at all (Halfin and Whitt's approximation), 
 in 30,000. Misses that more spare would still remove are not queueing's: prompts near the
 TTFT limit, which meet it only on an almost idle replica, and replies of a few tokens whose
 one or two inter-token gaps take in a long prompt's prefill on the same replica (on the
-ServeGen m-mid week's first six hours, 1.1 % of requests miss on a fixed fleet of 18, three
-times its mean load; four in five of those misses are on TPOT, mostly of 2-4-token replies,
+ServeGen m-mid week's first six hours, 1.1 % of requests miss on a fixed fleet of 18, over
+three times its mean load; four in five of those misses are on TPOT, mostly of 2-4-token replies,
 and the prompts beyond half the TTFT limit bring 7 %). Replicas buy such misses down slowly,
 so spare bought for them costs more than the misses, which the objective's budget is for.
-A higher cap also let the fast controller wind up on a crowd's
-misses made while replicas were starting: on a crowd that quadruples a 90-minute day's load,
-a cap of 8 kept 22 replicas for the next 50 minutes where a fixed fleet of 12 reaches 99 %.
+A higher cap also let the fast controller wind up on a crowd's misses made while replicas
+were starting: on a crowd that quadruples a 90-minute day's load, a cap of 8 kept 22
+replicas for the next 50 minutes where a fixed fleet of 12 reaches 99 %.
 Capped at 4, the held-out crowds cost 11-27 % fewer GPU-hours, and a ServeGen week whose
-first hours bring such prompts 4 % fewer, both at the same attainment within 0.1 point."""
+first hours bring such misses 4 % fewer, both at the same attainment within 0.1 point."""
 
 PARAMS = frozenset({*DEFAULTS, "down_window"})
 

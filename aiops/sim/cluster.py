@@ -887,8 +887,8 @@ class ClusterSim:
         the per-token one (``time_per_output_token_seconds``, each of a request's ``gaps``
         inter-token gaps once). The simulator knows a request's mean gap, not each gap, so
         every gap counts at the mean. The two differ where it matters to an objective set
-        per request: a reply of three tokens whose gaps took in another prompt's prefill is
-        one request in three hundred tokens."""
+        per request: a reply of three tokens slowed by another prompt's prefill counts once
+        in the first, and in the second as two gaps against a long reply's hundreds."""
         bins = np.searchsorted(TPOT_BUCKETS, tpot)
         self._tpot_hist += np.bincount(bins, minlength=len(TPOT_BUCKETS) + 1)
         self._tpot_sum += float(tpot.sum())
