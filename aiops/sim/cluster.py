@@ -896,7 +896,15 @@ class ClusterSim:
         self._itl_sum += float((tpot * gaps).sum())
 
     def _backfill_histograms(self) -> None:
-        tt = self._ttft[~np.isnan(self._ttft)]
+        # vLLM observes a TTFT at the first token: requests still running have theirs in
+        # the server's histogram, though not yet in the per-request arrays.
+        ids = np.arange(int(self._st[kn.G_LOW]), self._loaded, dtype=np.int64)
+        slots = ids & (self._rf.shape[0] - 1)
+        running = ((self._rq[slots, kn.I_STATE] != kn.S_DONE)
+                   & ~np.isnan(self._rf[slots, kn.F_FIRST]))
+        tt = np.concatenate([self._ttft[~np.isnan(self._ttft)],
+                             self._rf[slots[running], kn.F_FIRST]
+                             - self._rf[slots[running], kn.F_ARR]])
         self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, tt),
                                        minlength=len(TTFT_BUCKETS) + 1)
         self._ttft_sum += float(tt.sum())
