@@ -326,7 +326,7 @@ def test_tpot_is_exported_per_request_and_per_output_token() -> None:
     w = Workload(name="mixed", arrivals=np.sort(rng.uniform(0.0, 120.0, n)),
                  context_tokens=rng.integers(50, 3000, n), generated_tokens=gen,
                  duration=120.0, meta={})
-    scraped = {}
+    scraped: dict[bool, dict[str, float | dict[str, float]]] = {}
     for along in (True, False):
         sim = ClusterSim(PROFILE, w, replicas=2)
         while sim.time < 120.0 - 1e-9:

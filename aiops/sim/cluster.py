@@ -908,13 +908,10 @@ class ClusterSim:
         self._ttft_hist += np.bincount(np.searchsorted(TTFT_BUCKETS, tt),
                                        minlength=len(TTFT_BUCKETS) + 1)
         self._ttft_sum += float(tt.sum())
-        has_tpot = ~np.isnan(self._tpot)
-        if isinstance(self.workload, Workload):
-            gaps = self.workload.generated_tokens[has_tpot] - 1.0
-        else:  # a stream keeps no per-request arrays to backfill from
-            gaps = np.zeros(int(has_tpot.sum()))
-        self._add_tpot(self._tpot[has_tpot], np.asarray(gaps, float))
-        if isinstance(self.workload, Workload):
+        if isinstance(self.workload, Workload):  # per-request arrays index its requests
+            has_tpot = ~np.isnan(self._tpot)
+            self._add_tpot(self._tpot[has_tpot],
+                           self.workload.generated_tokens[has_tpot] - 1.0)
             ctx = self.workload.context_tokens[~np.isnan(self._done)]
             self._prompt_hist += np.bincount(np.searchsorted(PROMPT_BUCKETS, ctx),
                                              minlength=len(PROMPT_BUCKETS) + 1)

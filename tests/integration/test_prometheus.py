@@ -56,7 +56,7 @@ PODS = ("vllm-llama-7c9d8b6f5d-x2x4z", "vllm-llama-7c9d8b6f5d-q8k2n")
 OLD = TargetConfig(name="old", namespace=NS, deployment="vllm-old")  # gpu_cache_usage_perc only
 IDLE = TargetConfig(name="idle", namespace=NS, deployment="vllm-idle")  # scaled to zero
 DUP = TargetConfig(name="dup", namespace=NS, deployment="vllm-dup")  # two kube-state-metrics
-# The same scrapes from a vLLM that exports TPOT per output token only (before vLLM v1's
+# The same scrapes from a vLLM that exports TPOT per output token only (releases before the
 # per-request histogram).
 PER_TOKEN = TargetConfig(name="per-token", namespace=NS, deployment="vllm-v0", model_name=MODEL)
 PER_TOKEN_PODS = ("vllm-v0-6c8d9b7f4d-m3n4p", "vllm-v0-6c8d9b7f4d-r5s6t")
