@@ -1,5 +1,6 @@
-"""The cheapest fleet schedule in hindsight: what a policy that foresaw both the load and the
-misses could save against the cheapest fixed fleet.
+"""The cheapest fleet schedule in hindsight, and the cheapest that reacts to misses: what a
+policy that foresaw the load and the misses could save against the cheapest fixed fleet, and
+what one that only sees them as they happen could.
 
 ``bench/autoscale.py`` compares the policies with every reactive setting tuned in hindsight
 and with its ``oracle``. That oracle plans, interval by interval, the fewest replicas for the
@@ -18,20 +19,32 @@ another measure. This one prices misses directly:
    (replica-seconds + price x misses); bisection on the price finds the cheapest schedule
    that reaches ``--target`` over the whole run.
 
-Beside it, the schedule sized on the *last* bucket's misses at one price held all run (the
-best price in hindsight): what reacting to misses five minutes late could make of them.
+Beside it, two schedules that *react*: each bucket is sized on the misses of buckets already
+over, smoothed with one half-life, at one price, both the best in hindsight. One waits a cold
+start for the replicas it adds, as a policy that reacts to misses must; the other has them at
+once. Before the run has shown anything they hold the fleet every policy starts with.
 
 The figures are estimates, not bounds a policy must respect: a bucket's misses are those of a
-fleet that had its size all along, with no queue carried over from a smaller one, and a
-policy reacts every tick, not every five minutes. What they show is the room there is. On
-the calibrated ``llama3-8b-a100`` profile, when this bench was written: the ServeGen m-mid
-week reaches 99 % on 0.70x the GPU-hours of the cheapest fixed fleet in hindsight and 0.88x
-on the last bucket's misses; the bundled diurnal day 0.87x and 1.00x. The second depends on
-the sizes offered: a choice between fewer sizes changes less on noise (the bundled day, on
-8, 12 and 16 replicas only: 0.95x).
+fleet that had its size all along, with no queue carried over from a smaller one; the reacting
+schedules know the misses at every size, not only at the one they ran, but they see only
+misses, and a policy also sees the load, which leads them. What they show is where the room
+is: in what foresight buys, or in what reacting buys. On the calibrated ``llama3-8b-a100``
+profile, when this bench was last run (15-s buckets, one per tick, read again at five
+minutes for the foresight figure), against the cheapest fixed fleet that reaches 99 %:
 
-``--json`` writes every curve and both schedules; ``--plot`` draws them against each
-workload's cheapest fixed fleet.
+* the ServeGen m-mid week: 0.69x with foresight; 0.80x reacting, a cold start late, to the
+  misses at every size, and 0.80x to its own fleet's misses only (taken to fall as the
+  fleet size to the power -4): there reacting has room that ``predictive`` (0.90x) leaves;
+* the one-hour Azure code trace: 0.77x with foresight; reacting a cold start late, no
+  schedule reaches 99 %, and with replicas ready at once 1.09x: its bursts last a tick or
+  two, and only standing capacity chosen knowing them all beats the fixed fleet;
+* the bundled diurnal day 0.86x, 0.99x and 0.95x; the NYC taxi day 0.74x, 0.81x and 0.79x;
+  the m-small week 0.67x, 0.74x and 0.74x.
+
+``--json`` writes every curve and every schedule; ``--plot`` draws them against each
+workload's cheapest fixed fleet. ``--curves`` reads an earlier ``--json`` again instead of
+replaying, and ``--bucket`` then merges whole recorded buckets: a week replayed once per size
+at one tick's resolution can be read at any coarser one in seconds.
 """
 
 from __future__ import annotations
@@ -67,13 +80,15 @@ BISECTIONS = 80
 class Curves:
     """Per bucket and fleet size: ``requests[b]`` finished and ``misses[b][k]`` among them
     that missed the SLO on a fixed fleet of ``sizes[k]``; ``seconds[b]`` the bucket's length
-    (the last one may be cut short by the end of the run); ``gpus`` per replica."""
+    (the last one may be cut short by the end of the run); ``gpus`` per replica; ``start``
+    the fleet every policy starts the run with (``aiops.sim.runner.initial_replicas``)."""
 
     sizes: tuple[int, ...]
     requests: tuple[float, ...]
     misses: tuple[tuple[float, ...], ...]
     seconds: tuple[float, ...]
     gpus: int = 1
+    start: int = 1
 
 
 @dataclass(frozen=True)
@@ -152,30 +167,157 @@ def cheapest_schedule(curves: Curves, target: float, cold_start_s: float) -> Sch
     return best
 
 
-LAGGED_PRICES = 400
-"""Prices tried, log-spaced over ``PRICE_RANGE``, for the schedule that sees only the last
-bucket: its attainment need not rise with the price, so it is scanned, not bisected."""
+REACTING_PRICES = 400
+"""Prices tried, log-spaced over ``PRICE_RANGE``, for the schedules that see only past
+buckets: their attainment need not rise with the price, so it is scanned, not bisected."""
+
+HALF_LIVES: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0,
+                                 1024.0, math.inf)
+"""Half-lives, in buckets, of the miss curves a reacting schedule may be sized on: 0 is the
+last bucket seen alone (what five minutes of misses say), ``inf`` the mean of every bucket
+seen (a fleet that settles where the run's misses put it). The best one is chosen in
+hindsight, as the price is: a policy would have to guess both."""
 
 
-def lagged_schedule(curves: Curves, target: float, cold_start_s: float) -> Schedule | None:
-    """The cheapest schedule, over one price held all run, that sizes each bucket on the
-    *last* bucket's misses (the first on its own): what knowing the miss curve of the past
-    five minutes, and the right price, would save. A policy sees its misses only as they
-    happen, and only at the fleet it has: this is what it could make of them five minutes
-    late (it reacts every tick, so it may do better)."""
-    if len(curves.requests) < 2 or not curves.sizes:
+def information_lag(bucket_s: float, cold_start_s: float) -> int:
+    """Buckets from the last one a schedule has seen to the one it sizes.
+
+    A replica that serves in bucket b is asked for a cold start before b begins; by then
+    only the buckets that have ended are known. With a 90-s cold start: 2 buckets of five
+    minutes, 7 of 15 s."""
+    return 1 + math.ceil(cold_start_s / bucket_s - 1e-9)
+
+
+def _smoothed(misses: np.ndarray, half_life: float) -> np.ndarray:
+    """Row b: the misses per fleet size of buckets 0..b, exponentially weighted with the
+    given half-life in buckets (0: bucket b alone; inf: their plain mean)."""
+    if half_life == 0.0:
+        return misses
+    if math.isinf(half_life):
+        return np.cumsum(misses, axis=0) / np.arange(1, len(misses) + 1)[:, None]
+    a = 1.0 - 0.5 ** (1.0 / half_life)
+    out = np.empty_like(misses)
+    level = misses[0]
+    for b, row in enumerate(misses):
+        level = level + a * (row - level)
+        out[b] = level
+    return out
+
+
+def reacting_schedule(curves: Curves, target: float, cold_start_s: float, lag: int = 1,
+                      half_lives: Sequence[float] = HALF_LIVES
+                      ) -> tuple[Schedule, float] | None:
+    """The cheapest schedule reaching ``target`` that sizes each bucket on the misses of
+    buckets that ended ``lag`` buckets before it, smoothed; one price and one half-life
+    held all run, both the best in hindsight. Returns it with its half-life (None when
+    no price reaches the target).
+
+    What a policy reacting to its misses could make of them, and kinder than any policy:
+    it knows the miss curve at *every* fleet size, not just at the one it ran, and the
+    replicas it asked for and lets go before they are ready cost nothing. Until it has seen
+    a bucket it holds the fleet every policy starts with (the smallest size offered that
+    is at least ``curves.start``). A rise is sized on what was known ``lag`` buckets
+    before (``information_lag(bucket, cold start)`` waits for replicas as a policy does),
+    a fall on the bucket before; ``lag=1`` is replicas ready at once. A bucket of one tick
+    decides as often as a policy does."""
+    if len(curves.requests) < 2 or not curves.sizes or lag < 1:
         return None
     sizes = np.asarray(curves.sizes, dtype=np.float64)
     misses = np.asarray(curves.misses, dtype=np.float64)
-    seen = np.vstack([misses[:1], misses[:-1]])  # what is known when each bucket is sized
-    best: Schedule | None = None
-    for price in np.geomspace(*PRICE_RANGE, LAGGED_PRICES):
-        path = (sizes[None, :] + price * seen / np.maximum(
-            np.asarray(curves.seconds)[:, None], 1e-9)).argmin(axis=1)
-        sched = _evaluate(curves, [int(k) for k in path], cold_start_s, float(price))
-        if sched.attainment >= target and (best is None or sched.gpu_hours < best.gpu_hours):
-            best = sched
-    return best
+    seconds = np.asarray(curves.seconds, dtype=np.float64)
+    per_second = 1.0 / np.maximum(seconds, 1e-9)[:, None]
+    rows = np.arange(len(misses))
+    budget = (1.0 - target) * float(np.sum(curves.requests))
+    first = int(np.searchsorted(sizes, curves.start))
+    first = min(first, len(sizes) - 1)
+    found: tuple[float, np.ndarray, float, float] | None = None  # cost, path, price, half-life
+    def sized(known: np.ndarray, price: float, late: int) -> np.ndarray:
+        """Per bucket, the size chosen on the buckets that ended ``late`` before it."""
+        seen = known[:max(len(known) - late, 0)]
+        return np.concatenate([np.full(min(late, len(known)), first),
+                               (sizes[None, :] + price * seen * per_second[late:]
+                                ).argmin(axis=1)])
+
+    for half_life in half_lives:
+        known = _smoothed(misses, half_life)
+        for price in np.geomspace(*PRICE_RANGE, REACTING_PRICES):
+            # a rise waits for its cold start; a fall need not: replicas asked for and no
+            # longer wanted by the next bucket are let go (and cost nothing here)
+            path = np.minimum(sized(known, price, lag), sized(known, price, 1))
+            if misses[rows, path].sum() > budget:
+                continue
+            fleet = sizes[path]
+            cost = float(fleet @ seconds + np.maximum(np.diff(fleet), 0.0).sum() * cold_start_s)
+            if found is None or cost < found[0]:
+                found = (cost, path, float(price), half_life)
+    if found is None:
+        return None
+    _, path, price, half_life = found
+    return _evaluate(curves, [int(k) for k in path], cold_start_s, price), half_life
+
+
+ELASTICITIES: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+"""How steeply misses are taken to fall with the fleet (misses at size s ~ s^-e) by the
+schedule that sees only its own fleet's misses: 1-2 is roughly the short replies whose
+inter-token gaps take in another prompt's prefill (more replicas dilute the prefills each
+one runs), 3-4 queueing near capacity. The best one is chosen in hindsight."""
+
+
+def own_fleet_schedule(curves: Curves, target: float, cold_start_s: float, lag: int,
+                       half_lives: Sequence[float] = HALF_LIVES,
+                       elasticities: Sequence[float] = ELASTICITIES
+                       ) -> tuple[Schedule, float, float] | None:
+    """``reacting_schedule`` as a policy would have to run it: it sees only the misses of
+    the fleet it has, and takes a fleet of another size to miss ``(its size / that
+    size)^e`` times as many. Returns the cheapest reaching ``target`` with its half-life and
+    elasticity (each, and the price, the best in hindsight), or None.
+
+    The schedule's path depends on what it saw, so each half-life and elasticity is one
+    pass over the buckets, every price at once."""
+    if len(curves.requests) < 2 or not curves.sizes or lag < 1:
+        return None
+    sizes = np.asarray(curves.sizes, dtype=np.float64)
+    misses = np.asarray(curves.misses, dtype=np.float64)
+    seconds = np.asarray(curves.seconds, dtype=np.float64)
+    prices = np.geomspace(*PRICE_RANGE, REACTING_PRICES)[:, None]
+    rows = np.arange(len(misses))
+    budget = (1.0 - target) * float(np.sum(curves.requests))
+    first = min(int(np.searchsorted(sizes, curves.start)), len(sizes) - 1)
+    found: tuple[float, np.ndarray, float, float, float] | None = None
+    for elasticity, half_life in itertools.product(elasticities, half_lives):
+        ratio = (sizes[:, None] / sizes[None, :]) ** elasticity  # [own, other]
+        path = np.empty((len(misses), len(prices)), dtype=np.int64)
+        known: list[np.ndarray] = []  # the estimate after each of the last ``lag`` buckets
+        level = np.zeros((len(prices), len(sizes)))
+        for b in range(len(misses)):
+            cost_per_s = sizes[None, :] * seconds[b]
+            own = np.full(len(prices), first)
+            if known:
+                down = (cost_per_s + prices * known[-1]).argmin(axis=1)
+                up = ((cost_per_s + prices * known[0]).argmin(axis=1) if len(known) == lag
+                      else own)
+                own = np.minimum(up, down)
+            path[b] = own
+            seen = misses[b, own][:, None] * ratio[own]
+            if b == 0 or half_life == 0.0:
+                level = seen
+            else:
+                a = 1.0 / (b + 1) if math.isinf(half_life) else 1.0 - 0.5 ** (1.0 / half_life)
+                level = level + a * (seen - level)
+            known = [*known[1 - lag:], level] if lag > 1 else [level]
+        missed = misses[rows[:, None], path].sum(axis=0)
+        fleet = sizes[path]
+        cost = fleet.T @ seconds + np.maximum(np.diff(fleet, axis=0), 0.0).sum(
+            axis=0) * cold_start_s
+        for j in np.flatnonzero(missed <= budget):
+            if found is None or cost[j] < found[0]:
+                found = (float(cost[j]), path[:, j].copy(), float(prices[j, 0]), half_life,
+                         elasticity)
+    if found is None:
+        return None
+    _, best, price, half_life, elasticity = found
+    return (_evaluate(curves, [int(k) for k in best], cold_start_s, price), half_life,
+            elasticity)
 
 
 def cheapest_fixed(curves: Curves, target: float) -> tuple[int, float, float] | None:
@@ -193,14 +335,14 @@ def cheapest_fixed(curves: Curves, target: float) -> tuple[int, float, float] | 
 
 
 def _record(job: tuple[str, int, int, float, str]
-            ) -> tuple[int, dict[int, tuple[float, float]], float, float, int]:
+            ) -> tuple[int, dict[int, tuple[float, float]], float, float, int, int]:
     """Replay one workload on a fixed fleet: {bucket: (finished, missed)}, the cold start,
-    the run's length in seconds and the GPUs per replica."""
+    the run's length in seconds, the GPUs per replica and the fleet policies start with."""
     text, index, size, bucket_s, profile = job
     from aiops.policy import make_policy
     from aiops.policy.base import PolicySpec
     from aiops.sim.profiles import load_profile
-    from aiops.sim.runner import peak_replicas
+    from aiops.sim.runner import initial_replicas, peak_replicas
     from aiops.train.evaluate import EvalSetup, EvalWorkload, run_on
 
     ref = _workload_ref()(text, index)
@@ -233,7 +375,7 @@ def _record(job: tuple[str, int, int, float, str]
 
     run_on(Recording(), EvalWorkload(ref.spec, w), setup, start=size)
     return (size, buckets, ctx.cold_start_s, float(w.duration),
-            setup.profile.gpus_per_replica)
+            setup.profile.gpus_per_replica, initial_replicas(w, ctx))
 
 
 def record_curves(text: str, index: int, sizes: Sequence[int], bucket_s: float,
@@ -243,12 +385,12 @@ def record_curves(text: str, index: int, sizes: Sequence[int], bucket_s: float,
 
     runs: dict[int, dict[int, tuple[float, float]]] = {}
     cold = duration = 0.0  # the same for every size: the workload's and the profile's
-    gpus = 1
+    gpus = start = 1
     with Progress(transient=True) as bar, ProcessPoolExecutor(jobs) as pool:
         task = bar.add_task(f"{text}: fixed fleets", total=len(sizes))
-        for size, buckets, cold_s, run_s, per_replica in pool.map(
+        for size, buckets, cold_s, run_s, per_replica, first in pool.map(
                 _record, [(text, index, s, bucket_s, profile) for s in sizes]):
-            runs[size], cold, duration, gpus = buckets, cold_s, run_s, per_replica
+            runs[size], cold, duration, gpus, start = buckets, cold_s, run_s, per_replica, first
             bar.advance(task)
     # every bucket of the run, those with no request (a service gap) too: a fleet costs there
     keys = range(max(1, math.ceil(duration / bucket_s)))
@@ -256,7 +398,7 @@ def record_curves(text: str, index: int, sizes: Sequence[int], bucket_s: float,
     # requests per bucket as the largest fleet counted them (every size finishes about as many)
     requests = tuple(runs[sizes[-1]].get(b, (0.0, 0.0))[0] for b in keys)
     misses = tuple(tuple(runs[s].get(b, (0.0, 0.0))[1] for s in sizes) for b in keys)
-    return Curves(tuple(sizes), requests, misses, seconds, gpus), cold
+    return Curves(tuple(sizes), requests, misses, seconds, gpus, start), cold
 
 
 def _label(text: str) -> str:
@@ -276,20 +418,128 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
         hours = np.arange(len(row["schedule"]["fleet"])) * row["bucket_s"] / 3600.0
         ax.step(hours, row["schedule"]["fleet"], where="post",
                 label=f"schedule {row['schedule']['gpu_hours']:.1f} GPU-h")
-        if row["lagged"]:
-            ax.step(hours, row["lagged"]["fleet"], where="post", alpha=0.6, linewidth=0.8,
-                    label=f"on the last bucket's misses {row['lagged']['gpu_hours']:.1f} GPU-h")
+        for key, what in (("reacting", "reacting to the misses seen"),
+                          ("own_fleet", "reacting to its own fleet's misses")):
+            if row.get(key):
+                ax.step(hours, row[key]["fleet"], where="post", alpha=0.6, linewidth=0.8,
+                        label=f"{what} {row[key]['gpu_hours']:.1f} GPU-h")
         if row["fixed"]:
             ax.axhline(row["fixed"]["replicas"], color="grey", linestyle="--",
                        label=f"fixed {row['fixed']['replicas']}: "
                              f"{row['fixed']['gpu_hours']:.1f} GPU-h")
         ax.set_title(_label(row["workload"]), fontsize=9)
         ax.set_ylabel("replicas")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")
     axes[-1, 0].set_xlabel("hours")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def read_curves(path: Path, bucket_s: float | None
+                ) -> list[tuple[str, Curves, float, float]]:
+    """(workload, curves, cold start, bucket) of each row of an earlier ``--json``, with
+    ``bucket_s`` (a whole multiple of the recorded bucket) merging consecutive buckets:
+    a week replayed once per size at one tick's resolution can then be read at any
+    coarser one."""
+    try:
+        rows = json.loads(path.read_text())
+        out = []
+        for row in rows:
+            recorded = float(row["bucket_s"])
+            c = row["curves"]
+            curves = Curves(tuple(int(x) for x in row["sizes"]),
+                            tuple(float(x) for x in c["requests"]),
+                            tuple(tuple(float(x) for x in r) for r in c["misses"]),
+                            tuple(float(x) for x in c["seconds"]), int(c["gpus"]),
+                            int(c["start"]))
+            if not (len(curves.requests) == len(curves.misses) == len(curves.seconds)
+                    and all(len(r) == len(curves.sizes) for r in curves.misses)):
+                raise ValueError("curves of unequal lengths")
+            out.append((str(row["workload"]), curves, float(row["cold_start_s"]), recorded))
+    except KeyError as err:
+        _fail(f"--curves {path}: expected a JSON written by this bench's --json (a row has "
+              f"no {err})")
+    except (OSError, ValueError, TypeError) as err:
+        _fail(f"--curves {path}: expected a JSON written by this bench's --json ({err})")
+    if bucket_s is None:
+        return out
+    merged = []
+    for text, curves, cold, recorded in out:
+        k = bucket_s / recorded
+        if not (k >= 1 and abs(k - round(k)) < 1e-9):
+            _fail(f"--bucket {bucket_s:g}: expected a whole multiple of the recorded "
+                  f"{recorded:g} s of {path}")
+        merged.append((text, merge_buckets(curves, round(k)), cold, bucket_s))
+    return merged
+
+
+def merge_buckets(curves: Curves, k: int) -> Curves:
+    """Curves with every ``k`` consecutive buckets made one (the last of what remains)."""
+    def sums(values: Sequence[Any]) -> list[Any]:
+        return [np.sum(np.asarray(values[i:i + k], dtype=np.float64), axis=0)
+                for i in range(0, len(values), k)]
+
+    return Curves(curves.sizes, tuple(float(x) for x in sums(curves.requests)),
+                  tuple(tuple(float(x) for x in row) for row in sums(curves.misses)),
+                  tuple(float(x) for x in sums(curves.seconds)), curves.gpus, curves.start)
+
+
+def _row(text: str, curves: Curves, cold: float, bucket_s: float,
+         target: float) -> dict[str, Any]:
+    """Every schedule of one workload's curves, as the JSON row ``--json`` writes."""
+    sched = cheapest_schedule(curves, target, cold)
+    fixed = cheapest_fixed(curves, target)
+    row: dict[str, Any] = {
+        "workload": text, "bucket_s": bucket_s, "cold_start_s": cold, "target": target,
+        "sizes": list(curves.sizes),
+        "fixed": (dict(zip(("replicas", "gpu_hours", "attainment"), fixed, strict=True))
+                  if fixed else None),
+        "schedule": asdict(sched) if sched else None,
+        "curves": {"requests": curves.requests, "misses": curves.misses,
+                   "seconds": curves.seconds, "gpus": curves.gpus, "start": curves.start},
+    }
+    lag = information_lag(bucket_s, cold)
+    for key, found in (("reacting", reacting_schedule(curves, target, cold, lag)),
+                       ("reacting_at_once", reacting_schedule(curves, target, cold, 1)),
+                       ("own_fleet", own_fleet_schedule(curves, target, cold, lag))):
+        row[key] = None if found is None else {
+            **asdict(found[0]), "lag_buckets": lag if key != "reacting_at_once" else 1,
+            "half_life_buckets": None if math.isinf(found[1]) else found[1],
+            **({"elasticity": found[2]} if len(found) > 2 else {})}
+    return row
+
+
+def _report(row: dict[str, Any]) -> None:
+    """The row's figures, one line each, against the cheapest fixed fleet."""
+    text, fixed, sched = row["workload"], row["fixed"], row["schedule"]
+    if sched is None:
+        print(f"{text}: no schedule reaches {row['target']:.1%} "
+              f"(not even {row['sizes'][-1]} replicas throughout)")
+        return
+    ref = fixed["gpu_hours"] if fixed else math.nan
+    ratio = (f"{sched['gpu_hours'] / ref:.2f}x the fixed fleet of {fixed['replicas']} "
+             f"({ref:.2f} GPU-h, {fixed['attainment']:.2%})" if fixed
+             else "no fixed size reaches it")
+    print(f"{text}: schedule {sched['gpu_hours']:.2f} GPU-h at {sched['attainment']:.2%}, "
+          f"{ratio}")
+    for key, what in (("reacting", "reacting to the misses seen, replicas a cold start away"),
+                      ("reacting_at_once", "reacting to the misses seen, replicas ready at "
+                                           "once"),
+                      ("own_fleet", "reacting to its own fleet's misses only, replicas a "
+                                    "cold start away")):
+        got = row[key]
+        if got is None:
+            print(f"  {what}: none reaches {row['target']:.1%}")
+            continue
+        hl = got["half_life_buckets"]
+        smoothing = ("the mean of every bucket seen" if hl is None
+                     else "that bucket alone" if hl == 0 else f"a half-life of {hl:g} buckets")
+        if "elasticity" in got:
+            smoothing += f", misses taken to fall as size^-{got['elasticity']:g}"
+        vs = f", {got['gpu_hours'] / ref:.2f}x" if fixed else ""
+        print(f"  {what} ({smoothing}): {got['gpu_hours']:.2f} GPU-h at "
+              f"{got['attainment']:.2%}{vs}")
 
 
 def _fail(message: str) -> NoReturn:
@@ -311,13 +561,18 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", action="append", required=True,
+    ap.add_argument("--workload", action="append",
                     help="bench/autoscale.py's workload syntax: SPEC[,rate=K][,duration=S]"
                          "[,seed=N] (repeatable)")
+    ap.add_argument("--curves", type=Path,
+                    help="instead of --workload: a JSON this bench wrote (--json), whose "
+                         "curves are read again rather than replayed; --bucket then merges "
+                         "whole recorded buckets")
     ap.add_argument("--sizes", default="2,4,6,8,10,12,14,16,18,20,24,32",
                     help="fixed fleet sizes replayed (default %(default)s)")
-    ap.add_argument("--bucket", type=float, default=300.0,
-                    help="seconds a schedule holds one size (default %(default)s)")
+    ap.add_argument("--bucket", type=float,
+                    help="seconds a schedule holds one size (default 300; with --curves, "
+                         "the recorded bucket)")
     ap.add_argument("--target", type=float, default=0.99,
                     help="SLO attainment over feasible requests (default %(default)s)")
     ap.add_argument("--profile", default="llama3-8b-a100",
@@ -326,11 +581,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args(argv)
+    if (args.workload is None) == (args.curves is None):
+        _fail("--workload or --curves: expected one of them (workloads to replay, or the "
+              "JSON of an earlier run)")
     sizes = parse_sizes(args.sizes)
-    if not args.bucket > 0:
+    if args.bucket is not None and not args.bucket > 0:
         _fail(f"--bucket {args.bucket:g}: expected seconds > 0")
     if not 0.0 < args.target < 1.0:
         _fail(f"--target {args.target:g}: expected a share in (0, 1), e.g. 0.99")
+    if args.curves is not None:
+        reread = [_row(text, curves, cold, bucket, args.target)
+                  for text, curves, cold, bucket in read_curves(args.curves, args.bucket)]
+        for row in reread:
+            _report(row)
+        _write(args, reread)
+        return 0
+    bucket_s = 300.0 if args.bucket is None else args.bucket
     if args.jobs < 1:
         _fail(f"--jobs {args.jobs}: expected >= 1")
     from aiops.errors import InputError
@@ -347,42 +613,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fail(f"--workload: {err}")
     rows: list[dict[str, Any]] = []
     for i, text in enumerate(args.workload):
-        curves, cold = record_curves(text, i, sizes, args.bucket, args.jobs, args.profile)
-        sched = cheapest_schedule(curves, args.target, cold)
-        lagged = lagged_schedule(curves, args.target, cold)
-        fixed = cheapest_fixed(curves, args.target)
-        row: dict[str, Any] = {
-            "workload": text, "bucket_s": args.bucket, "cold_start_s": cold,
-            "target": args.target, "sizes": list(sizes),
-            "fixed": (dict(zip(("replicas", "gpu_hours", "attainment"), fixed, strict=True))
-                      if fixed else None),
-            "schedule": asdict(sched) if sched else None,
-            "lagged": asdict(lagged) if lagged else None,
-            "curves": {"requests": curves.requests, "misses": curves.misses},
-        }
-        rows.append(row)
+        curves, cold = record_curves(text, i, sizes, bucket_s, args.jobs, args.profile)
+        rows.append(_row(text, curves, cold, bucket_s, args.target))
         if args.json:  # after each workload: a week's replays are not lost to a later one
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
-        if sched is None:
-            print(f"{text}: no schedule reaches {args.target:.1%} "
-                  f"(not even {sizes[-1]} replicas throughout)")
-            continue
-        ratio = (f"{sched.gpu_hours / fixed[1]:.2f}x the fixed fleet of {fixed[0]} "
-                 f"({fixed[1]:.2f} GPU-h, {fixed[2]:.2%})" if fixed else "no fixed size reaches it")
-        print(f"{text}: schedule {sched.gpu_hours:.2f} GPU-h at {sched.attainment:.2%}, "
-              f"{ratio}")
-        if lagged is not None:
-            vs = f", {lagged.gpu_hours / fixed[1]:.2f}x" if fixed else ""
-            print(f"  sized on the last bucket's misses: {lagged.gpu_hours:.2f} GPU-h at "
-                  f"{lagged.attainment:.2%}{vs}")
+        _report(rows[-1])
+    _write(args, rows)
+    return 0
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The JSON (again: with --curves it is only written here) and the plot."""
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     if args.plot:
         drawn = [r for r in rows if r["schedule"]]
         if drawn:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
             _plot(args.plot, drawn)
             print(f"wrote {args.plot}")
-    return 0
 
 
 if __name__ == "__main__":
