@@ -123,6 +123,23 @@ def test_seeing_only_its_own_fleet_a_schedule_with_the_true_elasticity_loses_not
     assert wrong is None or wrong[0].gpu_hours > own.gpu_hours
 
 
+def test_day_by_day_a_fleet_sized_for_the_run_borrows_from_its_easy_days(
+        bench: dict[str, Any]) -> None:
+    # two days of two half-day buckets, 1,000 requests each: the hard day misses 30 per
+    # bucket at 4 replicas (97 %), the easy one none; over the run 4 replicas reach 98.5 %
+    hard, easy = [100.0, 30.0, 5.0], [20.0, 0.0, 0.0]
+    c = bench["Curves"]((2, 4, 8), (1000.0,) * 4, (tuple(hard),) * 2 + (tuple(easy),) * 2,
+                        (43_200.0,) * 4)
+    assert bench["cheapest_fixed"](c, 0.985)[0] == 4
+    days = bench["by_day"](c, 43_200.0, 0.985, 4)
+    assert [d["requests"] for d in days] == [2000.0, 2000.0]
+    assert [d["fixed_attainment"] for d in days] == pytest.approx([0.97, 1.0])
+    # on its own, the hard day needs 8 replicas and the easy one 4
+    assert [d["smallest_fixed"] for d in days] == [8, 4]
+    # a run shorter than two days has no days to show
+    assert bench["by_day"](curves(bench, [hard, easy], (2, 4, 8)), 300.0, 0.985, 4) == []
+
+
 def test_curves_read_again_merge_whole_buckets(bench: dict[str, Any], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     easy, hard = [5.0, 2.0, 1.0], [200.0, 60.0, 8.0]
