@@ -19,10 +19,14 @@ another measure. This one prices misses directly:
    (replica-seconds + price x misses); bisection on the price finds the cheapest schedule
    that reaches ``--target`` over the whole run.
 
-Beside it, two schedules that *react*: each bucket is sized on the misses of buckets already
-over, smoothed with one half-life, at one price, both the best in hindsight. One waits a cold
-start for the replicas it adds, as a policy that reacts to misses must; the other has them at
-once. Before the run has shown anything they hold the fleet every policy starts with.
+Beside it, three schedules that *react*: each bucket is sized on the misses of buckets
+already over, smoothed with one half-life, at one price, both the best in hindsight. Two see
+the misses at every fleet size: one waits a cold start for the replicas it adds, as a policy
+that reacts to misses must, the other has them at once. The third waits too and sees only
+the misses of the fleet it has, as a policy does, taking other sizes to miss as a power of
+the size. Before the run has shown anything they hold the fleet every policy starts with.
+For a run of two days or more the bench also shows, day by day, what the cheapest fixed
+fleet reaches and what each day would need on its own.
 
 The figures are estimates, not bounds a policy must respect: a bucket's misses are those of a
 fleet that had its size all along, with no queue carried over from a smaller one; the reacting
