@@ -194,18 +194,23 @@ def information_lag(bucket_s: float, cold_start_s: float) -> int:
     return 1 + math.ceil(cold_start_s / bucket_s - 1e-9)
 
 
-def _smoothed(misses: np.ndarray, half_life: float) -> np.ndarray:
-    """Row b: the misses per fleet size of buckets 0..b, exponentially weighted with the
-    given half-life in buckets (0: bucket b alone; inf: their plain mean)."""
-    if half_life == 0.0:
-        return misses
+def _weight(half_life: float, b: int) -> float:
+    """How far bucket b moves the smoothed misses towards its own: the whole way for the
+    first bucket or with no smoothing (0), a (b+1)-th for the plain mean (inf), else the
+    exponential weight of the half-life in buckets."""
+    if b == 0 or half_life == 0.0:
+        return 1.0
     if math.isinf(half_life):
-        return np.cumsum(misses, axis=0) / np.arange(1, len(misses) + 1)[:, None]
-    a = 1.0 - 0.5 ** (1.0 / half_life)
+        return 1.0 / (b + 1)
+    return 1.0 - float(0.5 ** (1.0 / half_life))
+
+
+def _smoothed(misses: np.ndarray, half_life: float) -> np.ndarray:
+    """Row b: the misses per fleet size of buckets 0..b, smoothed (``_weight``)."""
     out = np.empty_like(misses)
     level = misses[0]
     for b, row in enumerate(misses):
-        level = level + a * (row - level)
+        level = level + _weight(half_life, b) * (row - level)
         out[b] = level
     return out
 
@@ -305,11 +310,7 @@ def own_fleet_schedule(curves: Curves, target: float, cold_start_s: float, lag: 
                 own = np.minimum(up, down)
             path[b] = own
             seen = misses[b, own][:, None] * ratio[own]
-            if b == 0 or half_life == 0.0:
-                level = seen
-            else:
-                a = 1.0 / (b + 1) if math.isinf(half_life) else 1.0 - 0.5 ** (1.0 / half_life)
-                level = level + a * (seen - level)
+            level = level + _weight(half_life, b) * (seen - level)
             known = [*known[1 - lag:], level] if lag > 1 else [level]
         missed = misses[rows[:, None], path].sum(axis=0)
         fleet = sizes[path]
@@ -633,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   for text, curves, cold, bucket in read_curves(args.curves, args.bucket)]
         for row in reread:
             _report(row)
-        _write(args, reread)
+        _save(args, reread)
+        _draw(args, reread)
         return 0
     bucket_s = 300.0 if args.bucket is None else args.bucket
     if args.jobs < 1:
@@ -654,19 +656,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, text in enumerate(args.workload):
         curves, cold = record_curves(text, i, sizes, bucket_s, args.jobs, args.profile)
         rows.append(_row(text, curves, cold, bucket_s, args.target))
-        if args.json:  # after each workload: a week's replays are not lost to a later one
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        _save(args, rows)  # after each workload: a week's replays are not lost to a later one
         _report(rows[-1])
-    _write(args, rows)
+    _draw(args, rows)
     return 0
 
 
-def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    """The JSON (again: with --curves it is only written here) and the plot."""
+def _save(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The rows so far as ``--json``, if asked for."""
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _draw(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The schedules as ``--plot``, if asked for."""
     if args.plot:
         drawn = [r for r in rows if r["schedule"]]
         if drawn:
